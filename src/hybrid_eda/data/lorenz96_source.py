@@ -1,0 +1,316 @@
+"""The ``lorenz96`` anemoi-datasets source: a Lorenz-96 EDA archive as fields on a ring of grid points.
+
+Layout in the zarr store that ``anemoi-datasets create`` writes (``[dates, variables, ensembles, values]``):
+
+* **grid** -- the ``n`` (40) Lorenz-96 variables are the ``n`` grid points of one field, placed on the equator
+  at ``latitude 0, longitude 360 * i / n`` degrees. The great-circle distance between points ``i`` and ``j`` is
+  then proportional to their distance on the periodic L96 ring, so a k-nearest-neighbour graph
+  (anemoi-graphs ``KNNEdges`` on ``AnemoiDatasetNodes``) with ``k = 2 h`` links each variable to its ``h``
+  neighbours on either side, the stencil of the model (``h = 2`` for L96's ``x_{i-2}, x_{i-1}, x_{i+1}``).
+  All points lie on one great circle, so area weights from a spherical Voronoi tessellation are undefined:
+  weight the nodes uniformly.
+* **ensembles** -- member ``m`` (``number`` ``m + 1`` = 1..N) of the EDA.
+* **variables** -- anemoi variable names:
+
+  ``x_bg``      background member ``m`` (the forecast from the previous analysis of member ``m``);
+  ``x_an``      analysis member ``m``;
+  ``truth``     the true state (identical for every member);
+  ``obs``       the observations scattered onto the state, **NaN at unobserved variables** (identical for
+                every member); needs ``build: {allow_nans: [obs]}`` in the recipe when not every variable
+                is observed;
+  ``obs_mask``  1 where a variable is observed, 0 elsewhere (identical for every member).
+
+  ``truth``, ``obs`` and ``obs_mask`` are replicated over the members because anemoi-datasets builds one
+  hypercube (every variable must exist for every ``number``; ``join`` only concatenates field lists). For
+  L96 the copies cost little (40 points); to store them once, build a second dataset with ``members: [1]``.
+
+Recipe keys (``input: {lorenz96: {...}}``)::
+
+    archive: path/to/run.npz     # written by `hybrid-eda l96 run ... --archive PATH` (relative to the cwd)
+    run: {preset: ..., ...}      # or: run the cycling harness inline (hybrid_eda.l96.experiment)
+    variables: [x_bg, x_an, truth, obs]   # optional, default as shown
+    members: [1, 2, 3]           # optional 1-based member numbers, default all
+
+Cycle ``t`` of the archive is valid at ``start_date + t * cycle_hours``; every date of the recipe must be one
+of these cycle times, otherwise the build stops with an error naming the archive's range.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hybrid_eda.l96.archive import EDAArchive
+
+LOGGER = logging.getLogger(__name__)
+
+__all__ = ["VARIABLES", "DEFAULT_VARIABLES", "Lorenz96Source", "archive_field_dicts", "ring_coordinates"]
+
+#: Every variable the source can write, in the order of the docstring.
+VARIABLES: tuple[str, ...] = ("x_bg", "x_an", "truth", "obs", "obs_mask")
+#: The variables written when the recipe does not list any.
+DEFAULT_VARIABLES: tuple[str, ...] = ("x_bg", "x_an", "truth", "obs")
+#: Lorenz-96 is nondimensional.
+UNITS = "1"
+
+try:  # anemoi-datasets is a hard dependency of the package; the guard only keeps the numpy core importable.
+    from anemoi.datasets.create.source import Source as _AnemoiSource
+except ImportError:  # pragma: no cover - exercised only without anemoi-datasets
+    _AnemoiSource = object  # type: ignore[assignment,misc]
+
+
+def ring_coordinates(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Latitudes and longitudes (degrees) of ``n`` equally spaced points on the equator.
+
+    Returns
+    -------
+    tuple of np.ndarray
+        ``([n] latitudes = 0, [n] longitudes = 360 i / n)``.
+    """
+    if n < 1:
+        raise ValueError(f"A ring needs at least one point, got n={n}.")
+    return np.zeros(n), 360.0 * np.arange(n) / n
+
+
+def _variable_arrays(archive: EDAArchive, variables: Sequence[str]) -> dict[str, np.ndarray]:
+    """Each variable as ``[T, N, n]`` (or ``[T, 1, n]`` for the fields shared by all members)."""
+    arrays: dict[str, np.ndarray] = {}
+    for name in variables:
+        if name == "x_bg":
+            arrays[name] = archive.background  # [T, N, n]
+        elif name == "x_an":
+            arrays[name] = archive.analysis  # [T, N, n]
+        elif name == "truth":
+            arrays[name] = archive.truth[:, None, :]  # [T, 1, n]
+        elif name == "obs":
+            arrays[name] = archive.observations_on_grid()[:, None, :]  # [T, 1, n]
+        elif name == "obs_mask":
+            mask = np.zeros(archive.truth.shape[-1])
+            mask[archive.obs_index] = 1.0
+            arrays[name] = np.broadcast_to(mask, (archive.cycles, 1, mask.size))  # [T, 1, n]
+    return arrays
+
+
+def archive_field_dicts(
+    archive: EDAArchive,
+    dates: Sequence[datetime | str],
+    variables: Sequence[str] = DEFAULT_VARIABLES,
+    members: Sequence[int] | None = None,
+) -> list[dict[str, Any]]:
+    """The archive's fields at ``dates`` as earthkit-data ``list-of-dicts`` entries.
+
+    One dict per (date, variable, member) with ``values`` ``[n]``, ring ``latitudes``/``longitudes`` ``[n]``,
+    ``param``, ``number`` (1-based member), ``valid_datetime`` and ``units``.
+
+    Parameters
+    ----------
+    archive : EDAArchive
+        The EDA run.
+    dates : sequence of datetime or str
+        Cycle times to extract (each must be in the archive).
+    variables : sequence of str
+        Names from :data:`VARIABLES`.
+    members : sequence of int, optional
+        1-based member numbers; default all ``1..N``.
+
+    Returns
+    -------
+    list of dict
+        ``len(dates) * len(variables) * len(members)`` field descriptions.
+    """
+    variables = check_variables(variables)
+    members = check_members(members, archive.members)
+    cycles = archive.cycle_indices(dates)
+    latitudes, longitudes = ring_coordinates(archive.truth.shape[-1])
+    arrays = _variable_arrays(archive, variables)
+    fields = []
+    for date, t in zip(archive.dates_at(cycles), cycles, strict=True):
+        for name in variables:
+            values = arrays[name][t]  # [N or 1, n]
+            for number in members:
+                fields.append(
+                    {
+                        "param": name,
+                        "values": np.array(values[number - 1 if values.shape[0] > 1 else 0]),  # [n]
+                        "latitudes": latitudes,
+                        "longitudes": longitudes,
+                        "number": number,
+                        "valid_datetime": date,
+                        "units": UNITS,
+                    }
+                )
+    return fields
+
+
+def check_variables(variables: Sequence[str] | str | None) -> tuple[str, ...]:
+    """Validate the recipe's ``variables`` list (default :data:`DEFAULT_VARIABLES`)."""
+    if variables is None:
+        return DEFAULT_VARIABLES
+    if isinstance(variables, str):
+        variables = [variables]
+    unknown = [v for v in variables if v not in VARIABLES]
+    if unknown or not variables:
+        raise ValueError(
+            f"lorenz96 source: unknown variable(s) {unknown or '(empty list)'}; "
+            f"choose from {list(VARIABLES)} (default {list(DEFAULT_VARIABLES)})."
+        )
+    if len(set(variables)) != len(variables):
+        raise ValueError(f"lorenz96 source: variables {list(variables)} lists a name twice; list each once.")
+    return tuple(variables)
+
+
+def check_members(members: Sequence[int] | int | None, n_members: int) -> tuple[int, ...]:
+    """Validate the recipe's 1-based ``members`` list against an archive of ``n_members`` members."""
+    if members is None:
+        return tuple(range(1, n_members + 1))
+    if isinstance(members, int):
+        members = [members]
+    bad = [m for m in members if not isinstance(m, int | np.integer) or not 1 <= m <= n_members]
+    if bad or not members or len(set(members)) != len(members):
+        raise ValueError(
+            f"lorenz96 source: members {list(members)} must be distinct 1-based member numbers in 1..{n_members} "
+            f"(the archive has {n_members} members); leave `members` out to write them all."
+        )
+    return tuple(int(m) for m in members)
+
+
+def load_archive(path: str | Path) -> EDAArchive:
+    """Read an archive for the source, with an error that says how to make one."""
+    path = Path(path).expanduser()
+    try:
+        return EDAArchive.load(path)
+    except FileNotFoundError as err:
+        raise FileNotFoundError(
+            f"lorenz96 source: no EDA archive at {path.resolve()} (relative paths are read from the directory "
+            f"where `anemoi-datasets create` runs). Write one with "
+            f"`hybrid-eda l96 run ... --archive {path}`, or give `run: {{...}}` instead of `archive:`."
+        ) from err
+
+
+def run_archive(run: dict[str, Any]) -> EDAArchive:
+    """Run the Lorenz-96 cycling harness with the recipe's ``run`` parameters and return its archive.
+
+    Calls ``hybrid_eda.l96.experiment.run_experiment(ExperimentConfig(**run), archive=True).archive``.
+    """
+    try:
+        from hybrid_eda.l96 import experiment
+    except ImportError as err:
+        raise RuntimeError(
+            "lorenz96 source: `run:` needs the cycling harness hybrid_eda.l96.experiment, which cannot be "
+            f"imported ({err}). Write an archive with `hybrid-eda l96 run ... --archive PATH` and give "
+            "`archive: PATH` instead."
+        ) from err
+    config_cls = getattr(experiment, "ExperimentConfig", None)
+    if config_cls is None or not hasattr(experiment, "run_experiment"):
+        raise RuntimeError(
+            "lorenz96 source: hybrid_eda.l96.experiment lacks ExperimentConfig/run_experiment; "
+            "give `archive: PATH` instead of `run:`."
+        )
+    if dataclasses.is_dataclass(config_cls):
+        known = {f.name for f in dataclasses.fields(config_cls)}
+        unknown = sorted(set(run) - known)
+        if unknown:
+            raise ValueError(f"lorenz96 source: unknown `run` parameter(s) {unknown}; accepted: {sorted(known)}.")
+    result = experiment.run_experiment(config_cls(**run), archive=True)
+    archive = getattr(result, "archive", None)
+    if not isinstance(archive, EDAArchive):
+        raise RuntimeError(
+            "lorenz96 source: run_experiment(..., archive=True) returned no EDAArchive in `.archive`; "
+            "give `archive: PATH` instead of `run:`."
+        )
+    return archive
+
+
+class Lorenz96Source(_AnemoiSource):
+    """anemoi-datasets source ``lorenz96``: fields of a Lorenz-96 EDA archive (see the module docstring).
+
+    Parameters
+    ----------
+    context : Any
+        The anemoi-datasets build context.
+    archive : str, optional
+        Path of an ``.npz`` archive written by ``EDAArchive.save``.
+    run : dict, optional
+        Parameters of ``hybrid_eda.l96.experiment.ExperimentConfig``; the run happens once per build process.
+    variables : list of str, optional
+        Subset of :data:`VARIABLES`; default :data:`DEFAULT_VARIABLES`.
+    members : list of int, optional
+        1-based member numbers to write; default all.
+    """
+
+    emoji = "🦋"
+
+    def __init__(
+        self,
+        context: Any,
+        archive: str | None = None,
+        run: dict[str, Any] | None = None,
+        variables: Sequence[str] | None = None,
+        members: Sequence[int] | None = None,
+        **unknown: Any,
+    ) -> None:
+        super().__init__(context)
+        if unknown:
+            raise ValueError(
+                f"lorenz96 source: unknown key(s) {sorted(unknown)}; accepted: archive, run, variables, members."
+            )
+        if (archive is None) == (run is None):
+            raise ValueError(
+                "lorenz96 source: give exactly one of `archive: PATH` (an archive written by "
+                "`hybrid-eda l96 run ... --archive PATH`) or `run: {preset: ..., members: ..., cycles: ...}`."
+            )
+        if run is not None and not isinstance(run, dict):
+            raise ValueError(f"lorenz96 source: `run` must be a mapping of harness parameters, got {run!r}.")
+        self.archive_path = archive
+        self.run = dict(run) if run is not None else None
+        self.variables = check_variables(variables)
+        self.members = members
+
+    def _archive(self) -> EDAArchive:
+        """The archive, loaded (or run) once per build process and kept in the context's cache."""
+        if self.archive_path is not None:
+            path = Path(self.archive_path).expanduser()
+            key = ("hybrid_eda.lorenz96", "archive", str(path.resolve()))
+        else:
+            key = ("hybrid_eda.lorenz96", "run", json.dumps(self.run, sort_keys=True, default=str))
+        cache = getattr(self.context, "cache", None)
+        if cache is not None and key in cache:
+            return cache[key]
+        archive = load_archive(path) if self.archive_path is not None else run_archive(self.run)
+        if cache is not None:
+            cache[key] = archive
+        return archive
+
+    def _check_nans(self, archive: EDAArchive) -> None:
+        """Stop early, with the fix, when ``obs`` holds NaNs that the recipe does not allow."""
+        if "obs" not in self.variables or archive.obs_index.size == archive.truth.shape[-1]:
+            return
+        recipe = getattr(self.context, "recipe", None)
+        allow = getattr(getattr(recipe, "build", None), "allow_nans", None)
+        if allow is None:  # not built by anemoi-datasets' gridded context: nothing to check against
+            return
+        if allow is True or (isinstance(allow, list | tuple) and "obs" in allow):
+            return
+        raise ValueError(
+            f"lorenz96 source: only {archive.obs_index.size} of {archive.truth.shape[-1]} variables are observed, "
+            "so `obs` is NaN at the others. Add `build: {allow_nans: [obs]}` to the recipe, or drop `obs` from "
+            "`variables` (keep `obs_mask` if you need to know what was observed)."
+        )
+
+    def execute_valid_dates(self, argument: Any) -> Any:
+        """Fields for the requested valid dates, as an earthkit-data FieldList."""
+        import earthkit.data as ekd
+
+        dates = list(getattr(argument, "dates", argument))
+        archive = self._archive()
+        self._check_nans(archive)
+        self.context.trace(self.emoji, f"lorenz96: {len(dates)} dates, variables {list(self.variables)}")
+        fields = archive_field_dicts(archive, dates, self.variables, self.members)
+        return ekd.from_source("list-of-dicts", fields)

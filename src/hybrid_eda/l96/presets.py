@@ -1,0 +1,173 @@
+"""Lorenz-96 experiment presets, each named after its source, with the expected score beside each setting.
+
+A preset fixes the twin experiment (model, observation network, cycle length) and the default method; the
+expected analysis RMSEs are the published or measured values the project is held to
+(``/work/shared/notes/reference-numbers.md``; DAPPER's ``mods/Lorenz96/sakov2008.py`` "suggested tuning").
+An experiment prints the matching value as ``expected_analysis_rmse`` in its JSON summary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = ["ExpectedScore", "Preset", "PRESETS", "get_preset"]
+
+
+@dataclass(frozen=True)
+class ExpectedScore:
+    """A published or measured time-mean analysis RMSE for one method setting.
+
+    Parameters
+    ----------
+    method : str
+        Method name in the method registry (``etkf``, ``enkf``, ``oi``, ``3dvar``, ``4dvar``).
+    analysis_rmse : float
+        Expected analysis RMSE of the ensemble mean, averaged over the scored cycles.
+    members : int or None
+        Ensemble size the value holds for; ``None`` for any (deterministic baselines).
+    inflation : float or None
+        Multiplicative inflation the value holds for; ``None`` for any.
+    source : str
+        Where the number comes from.
+    emulator : str or None
+        For hybrid cycles: the member emulator (10 real + 10 emulated members) the value holds for.
+    """
+
+    method: str
+    analysis_rmse: float
+    members: int | None = None
+    inflation: float | None = None
+    source: str = ""
+    emulator: str | None = None
+
+    def matches(self, method: str, members: int, inflation: float, emulator: str | None = None) -> bool:
+        """Whether this score applies to the given setting (inflation compared to 1e-9)."""
+        return (
+            self.method == method
+            and self.emulator == emulator
+            and (self.members is None or self.members == members)
+            and (self.inflation is None or abs(self.inflation - inflation) < 1e-9)
+        )
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named Lorenz-96 twin experiment and its default DA setting.
+
+    Parameters
+    ----------
+    name : str
+        Registry key, after the source (``sakov2008``, ``pan2026``).
+    source : str
+        The paper or talk the setting comes from.
+    description : str
+        One line for ``hybrid-eda l96 presets``.
+    n, forcing, dt : int, float, float
+        Lorenz-96 state size, forcing F and RK4 time step.
+    obs_every : int
+        Observe every ``obs_every``-th variable (1 = all).
+    obs_std : float
+        Observation-error standard deviation (R = obs_std^2 I).
+    steps_per_obs : int
+        Model steps between observation times (1 = observe every step).
+    method, members, inflation : str, int, float
+        Default DA method, ensemble size N and multiplicative inflation.
+    cycles, spinup : int, int
+        Default number of cycles run and the first cycles left out of the scores.
+    window : int
+        Observation times per 4D-Var window (filters always use 1).
+    n_real : int
+        Default number N_s of real members in a hybrid cycle.
+    climatology_rmse : float
+        RMSE of the climatological mean, the level a diverged filter sits at.
+    expected : tuple of ExpectedScore
+        The scores known for this setting.
+    """
+
+    name: str
+    source: str
+    description: str
+    n: int = 40
+    forcing: float = 8.0
+    dt: float = 0.05
+    obs_every: int = 1
+    obs_std: float = 1.0
+    steps_per_obs: int = 1
+    method: str = "etkf"
+    members: int = 20
+    inflation: float = 1.02
+    cycles: int = 10_000
+    spinup: int = 500
+    window: int = 1
+    n_real: int = 10
+    climatology_rmse: float = 3.6
+    expected: tuple[ExpectedScore, ...] = field(default_factory=tuple)
+
+    def expected_rmse(
+        self, method: str, members: int, inflation: float, emulator: str | None = None
+    ) -> ExpectedScore | None:
+        """The expected score for a setting, or ``None`` where none is known.
+
+        Expected scores hold for the preset's own twin experiment only; an experiment that changes the
+        model or observation network (``--obs-every``) should not look them up.
+        """
+        for score in self.expected:
+            if score.matches(method, members, inflation, emulator):
+                return score
+        return None
+
+
+_DAPPER = "DAPPER mods/Lorenz96/sakov2008.py suggested tuning"
+_MEASURED = "DAPPER 1.7.1 EnKF('Sqrt', rot=True), 10,000 cycles, two seeds (reference-numbers.md)"
+_TUNED = "DAPPER 1.7.1, tuned inflation, 3 seeds, 2,000 scored cycles (reference-numbers.md)"
+_HYBRID = "seed testbed, 10 real + 10 emulated members, best inflation (reference-numbers.md)"
+
+_SAKOV_SCORES = (
+    ExpectedScore("etkf", 0.181, members=20, inflation=1.02, source=_MEASURED),
+    ExpectedScore("etkf", 0.194, members=20, inflation=1.04, source=_MEASURED),
+    ExpectedScore("etkf", 0.176, members=40, inflation=1.02, source=_MEASURED),
+    ExpectedScore("etkf", 0.18, members=24, inflation=1.013, source=_DAPPER),
+    ExpectedScore("etkf", 4.0, members=10, source=_MEASURED + ": diverges at any inflation (climatology 3.6)"),
+    ExpectedScore("enkf", 0.22, members=40, inflation=1.06, source=_DAPPER),
+    ExpectedScore("oi", 0.95, source=_DAPPER),
+    ExpectedScore("3dvar", 0.41, source=_DAPPER),
+    ExpectedScore("climatology", 3.6, source=_DAPPER),
+)
+
+PRESETS: dict[str, Preset] = {
+    "sakov2008": Preset(
+        name="sakov2008",
+        source="Sakov & Oke (2008), Tellus A 60, 361-371; DAPPER mods/Lorenz96/sakov2008.py",
+        description="40 vars, F=8, dt=0.05, all variables observed every step, R=I; ETKF N=20 inflation 1.02",
+        expected=_SAKOV_SCORES,
+    ),
+    "pan2026": Preset(
+        name="pan2026",
+        source="Wei Pan et al., ECMWF 2026 talk on ML ensemble data assimilation (the seed testbed)",
+        description=(
+            "the hybrid-EDA seed testbed: the sakov2008 twin with ETKF N=20, inflation only, no localisation; "
+            "hybrid cycles keep 10 real members and emulate 10"
+        ),
+        expected=_SAKOV_SCORES
+        + (
+            ExpectedScore("etkf", 0.187, members=20, emulator="oracle", source=_HYBRID),
+            ExpectedScore("etkf", 0.48, members=20, emulator="gaussian", source=_HYBRID),
+            ExpectedScore("etkf", 0.75, members=20, emulator="rescaled-anomalies", source=_HYBRID),
+            ExpectedScore(
+                "etkf", 2.6, members=20, emulator="mean-shift", source=_HYBRID + "; diverges at higher inflation"
+            ),
+            ExpectedScore("etkf", 3.6, members=20, emulator="none", source=_HYBRID + "; a 10-member ETKF diverges"),
+        ),
+    ),
+}
+
+
+def get_preset(name: str) -> Preset:
+    """Look a preset up by name; an unknown name is a ``ValueError`` listing the available ones."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown Lorenz-96 preset {name!r}; available presets: {', '.join(sorted(PRESETS))} "
+            "(list them with `hybrid-eda l96 presets`)."
+        ) from None

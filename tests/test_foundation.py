@@ -1,0 +1,118 @@
+"""The package foundation: console script, thread settings, shipped Hydra configs and the wheel's contents."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from hybrid_eda.resources import configs_dir, recipes_dir
+from hybrid_eda.threads import THREAD_VARIABLES, configure_threads
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def test_threads_pinned_to_one_on_small_machine(monkeypatch):
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    env: dict[str, str] = {}
+    assert configure_threads(environ=env) == 1
+    assert all(env[var] == "1" for var in THREAD_VARIABLES)
+
+
+def test_threads_respect_user_choice(monkeypatch):
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    env = {"OMP_NUM_THREADS": "3"}
+    assert configure_threads(environ=env) is None
+    assert env == {"OMP_NUM_THREADS": "3"}
+    assert configure_threads(4, environ=env) == 4
+    assert env["OMP_NUM_THREADS"] == env["NUMBA_NUM_THREADS"] == "4"
+
+
+def test_threads_left_alone_on_big_machine(monkeypatch):
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    env: dict[str, str] = {}
+    assert configure_threads(environ=env) is None
+    assert env == {}
+
+
+def test_threads_reject_nonsense():
+    with pytest.raises(ValueError, match="--threads must be a positive integer"):
+        configure_threads(0, environ={})
+
+
+def test_console_script_reports_version():
+    out = subprocess.run([str(BIN / "hybrid-eda"), "--version"], capture_output=True, text=True, check=True)
+    assert out.stdout.startswith("hybrid-eda ")
+
+
+def test_cli_sets_threads_before_importing_numerics():
+    """Importing the CLI loads no numerical library, and ``main`` pins threads on a small machine first."""
+    code = (
+        "import os, sys\n"
+        "os.cpu_count = lambda: 2\n"
+        "from hybrid_eda.cli import main\n"
+        "print('numpy' in sys.modules, 'torch' in sys.modules)\n"
+        "try:\n"
+        "    main(['--version'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(os.environ['OMP_NUM_THREADS'], os.environ['NUMBA_NUM_THREADS'])\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in THREAD_VARIABLES}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    lines = out.stdout.strip().splitlines()
+    assert lines[0] == "False False"
+    assert lines[-1] == "1 1"
+
+
+def _shipped_configs() -> list[Path]:
+    return sorted(configs_dir().rglob("*.yaml"))
+
+
+def test_configs_and_recipes_are_found():
+    assert configs_dir().is_dir() and _shipped_configs(), "the package must ship Hydra configs"
+    assert recipes_dir().is_dir()
+
+
+@pytest.mark.parametrize("config", _shipped_configs(), ids=lambda p: str(p.relative_to(configs_dir())))
+def test_hydra_finds_shipped_config_from_any_directory(config, tmp_path):
+    """After installation, Hydra (as anemoi-training uses it) finds every shipped config through our
+    search-path plugin, from an unrelated working directory."""
+    rel = config.relative_to(configs_dir())
+    if rel.parent == Path("."):
+        name, overrides = rel.stem, []
+    else:
+        name, overrides = "config", [f"{rel.parent.as_posix()}={rel.stem}"]
+    code = (
+        "from hydra import initialize_config_module, compose\n"
+        "from omegaconf import OmegaConf\n"
+        "with initialize_config_module(config_module='anemoi.training.config', version_base=None):\n"
+        f"    cfg = compose({name!r}, overrides={overrides!r})\n"
+        "print(OmegaConf.to_yaml(cfg)[:50])\n"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd=tmp_path, check=True, capture_output=True, text=True)
+
+
+@pytest.mark.slow
+def test_wheel_ships_configs_recipes_plugin_and_entry_points(tmp_path):
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(REPO)],
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = tmp_path.glob("hybrid_eda-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for config in _shipped_configs():
+        assert f"hybrid_eda/configs/{config.relative_to(configs_dir()).as_posix()}" in names
+    for recipe in recipes_dir().glob("*.yaml"):
+        assert f"hybrid_eda/recipes/{recipe.name}" in names
+    assert "hydra_plugins/hybrid_eda_searchpath/hybrid_eda_searchpath.py" in names
+    entry_points = next(n for n in names if n.endswith("entry_points.txt"))
+    text = zipfile.ZipFile(wheel).read(entry_points).decode()
+    assert "hybrid-eda = hybrid_eda.cli:main" in text
+    assert "lorenz96 = hybrid_eda.data.lorenz96_source:Lorenz96Source" in text
