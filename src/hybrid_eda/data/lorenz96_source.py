@@ -38,9 +38,10 @@ of these cycle times, otherwise the build stops with an error naming the archive
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -51,10 +52,17 @@ from hybrid_eda.l96.archive import EDAArchive
 
 LOGGER = logging.getLogger(__name__)
 
-__all__ = ["VARIABLES", "DEFAULT_VARIABLES", "Lorenz96Source", "archive_field_dicts", "ring_coordinates"]
+__all__ = [
+    "VARIABLES",
+    "DEFAULT_VARIABLES",
+    "Lorenz96Source",
+    "archive_field_dicts",
+    "clear_cache",
+    "load_archive",
+    "ring_coordinates",
+    "run_archive",
+]
 
-#: Every variable the source can write, in the order of the docstring.
-VARIABLES: tuple[str, ...] = ("x_bg", "x_an", "truth", "obs", "obs_mask")
 #: The variables written when the recipe does not list any.
 DEFAULT_VARIABLES: tuple[str, ...] = ("x_bg", "x_an", "truth", "obs")
 #: Lorenz-96 is nondimensional.
@@ -79,23 +87,22 @@ def ring_coordinates(n: int) -> tuple[np.ndarray, np.ndarray]:
     return np.zeros(n), 360.0 * np.arange(n) / n
 
 
-def _variable_arrays(archive: EDAArchive, variables: Sequence[str]) -> dict[str, np.ndarray]:
-    """Each variable as ``[T, N, n]`` (or ``[T, 1, n]`` for the fields shared by all members)."""
-    arrays: dict[str, np.ndarray] = {}
-    for name in variables:
-        if name == "x_bg":
-            arrays[name] = archive.background  # [T, N, n]
-        elif name == "x_an":
-            arrays[name] = archive.analysis  # [T, N, n]
-        elif name == "truth":
-            arrays[name] = archive.truth[:, None, :]  # [T, 1, n]
-        elif name == "obs":
-            arrays[name] = archive.observations_on_grid()[:, None, :]  # [T, 1, n]
-        elif name == "obs_mask":
-            mask = np.zeros(archive.truth.shape[-1])
-            mask[archive.obs_index] = 1.0
-            arrays[name] = np.broadcast_to(mask, (archive.cycles, 1, mask.size))  # [T, 1, n]
-    return arrays
+def _obs_mask(archive: EDAArchive) -> np.ndarray:
+    mask = np.zeros(archive.truth.shape[-1])  # [n]
+    mask[archive.obs_index] = 1.0
+    return np.broadcast_to(mask, (archive.cycles, 1, mask.size))  # [T, 1, n]
+
+
+#: How each variable is read from the archive: ``[T, N, n]``, or ``[T, 1, n]`` for fields shared by all members.
+_EXTRACTORS: dict[str, Callable[[EDAArchive], np.ndarray]] = {
+    "x_bg": lambda archive: archive.background,  # [T, N, n]
+    "x_an": lambda archive: archive.analysis,  # [T, N, n]
+    "truth": lambda archive: archive.truth[:, None, :],  # [T, 1, n]
+    "obs": lambda archive: archive.observations_on_grid()[:, None, :],  # [T, 1, n]
+    "obs_mask": _obs_mask,
+}
+#: Every variable the source can write, in the order of the module docstring.
+VARIABLES: tuple[str, ...] = tuple(_EXTRACTORS)
 
 
 def archive_field_dicts(
@@ -129,10 +136,14 @@ def archive_field_dicts(
     members = check_members(members, archive.members)
     cycles = archive.cycle_indices(dates)
     latitudes, longitudes = ring_coordinates(archive.truth.shape[-1])
-    arrays = _variable_arrays(archive, variables)
+    arrays = {name: _EXTRACTORS[name](archive) for name in variables}
+    cycle_dates = archive.dates
     fields = []
-    for date, t in zip(archive.dates_at(cycles), cycles, strict=True):
-        for name in variables:
+    # Emitted in the order anemoi-datasets sorts fields into its cube (date, variable name, member), so the
+    # sort makes one pass over the fields instead of O(log) passes of costly metadata look-ups.
+    for t in cycles:
+        date = cycle_dates[t]
+        for name in sorted(variables):
             values = arrays[name][t]  # [N or 1, n]
             for number in members:
                 fields.append(
@@ -197,7 +208,8 @@ def load_archive(path: str | Path) -> EDAArchive:
 def run_archive(run: dict[str, Any]) -> EDAArchive:
     """Run the Lorenz-96 cycling harness with the recipe's ``run`` parameters and return its archive.
 
-    Calls ``hybrid_eda.l96.experiment.run_experiment(ExperimentConfig(**run), archive=True).archive``.
+    Calls ``hybrid_eda.l96.experiment.run_experiment(ExperimentConfig.from_preset(**run), archive=True).archive``:
+    every setting the recipe leaves out comes from the preset.
     """
     try:
         from hybrid_eda.l96 import experiment
@@ -218,7 +230,10 @@ def run_archive(run: dict[str, Any]) -> EDAArchive:
         unknown = sorted(set(run) - known)
         if unknown:
             raise ValueError(f"lorenz96 source: unknown `run` parameter(s) {unknown}; accepted: {sorted(known)}.")
-    result = experiment.run_experiment(config_cls(**run), archive=True)
+    from_preset = getattr(config_cls, "from_preset", None)  # fills what the recipe leaves out from the preset
+    config = from_preset(**run) if from_preset is not None else config_cls(**run)
+    LOGGER.info("lorenz96 source: running the cycling harness with %s", config)
+    result = experiment.run_experiment(config, archive=True)
     archive = getattr(result, "archive", None)
     if not isinstance(archive, EDAArchive):
         raise RuntimeError(
@@ -226,6 +241,32 @@ def run_archive(run: dict[str, Any]) -> EDAArchive:
             "give `archive: PATH` instead of `run:`."
         )
     return archive
+
+
+@functools.lru_cache(maxsize=2)
+def _cached_archive(path: str, mtime_ns: int, size: int) -> EDAArchive:
+    """One archive file, read once per (path, modification time, size)."""
+    return _read_only(load_archive(path))
+
+
+@functools.lru_cache(maxsize=2)
+def _cached_run(run_json: str) -> EDAArchive:
+    """One inline harness run, executed once per set of parameters."""
+    return _read_only(run_archive(json.loads(run_json)))
+
+
+def _read_only(archive: EDAArchive) -> EDAArchive:
+    """Protect a memoised archive against accidental in-place edits."""
+    for name in ("truth", "observations", "obs_index", "background", "analysis"):
+        getattr(archive, name).flags.writeable = False
+    return archive
+
+
+def clear_cache() -> None:
+    """Forget the archives and runs memoised by the source (for tests, or after rewriting an archive in place
+    with the same size and time stamp)."""
+    _cached_archive.cache_clear()
+    _cached_run.cache_clear()
 
 
 class Lorenz96Source(_AnemoiSource):
@@ -238,7 +279,8 @@ class Lorenz96Source(_AnemoiSource):
     archive : str, optional
         Path of an ``.npz`` archive written by ``EDAArchive.save``.
     run : dict, optional
-        Parameters of ``hybrid_eda.l96.experiment.ExperimentConfig``; the run happens once per build process.
+        Parameters of ``hybrid_eda.l96.experiment.ExperimentConfig``; the run happens once per build process
+        (JSON-serialisable values only).
     variables : list of str, optional
         Subset of :data:`VARIABLES`; default :data:`DEFAULT_VARIABLES`.
     members : list of int, optional
@@ -268,25 +310,31 @@ class Lorenz96Source(_AnemoiSource):
             )
         if run is not None and not isinstance(run, dict):
             raise ValueError(f"lorenz96 source: `run` must be a mapping of harness parameters, got {run!r}.")
+        if run is not None:
+            try:
+                json.dumps(run)
+            except TypeError as err:
+                raise ValueError(
+                    f"lorenz96 source: `run` parameters must be numbers, strings, lists or mappings ({err}); "
+                    "quote dates and other special values in the recipe."
+                ) from err
         self.archive_path = archive
         self.run = dict(run) if run is not None else None
         self.variables = check_variables(variables)
         self.members = members
 
     def _archive(self) -> EDAArchive:
-        """The archive, loaded (or run) once per build process and kept in the context's cache."""
+        """The archive, loaded (or run) once per build process: anemoi-datasets makes a new source and a new
+        context for every group of dates, so the memo lives at module level (see :func:`clear_cache`)."""
         if self.archive_path is not None:
             path = Path(self.archive_path).expanduser()
-            key = ("hybrid_eda.lorenz96", "archive", str(path.resolve()))
-        else:
-            key = ("hybrid_eda.lorenz96", "run", json.dumps(self.run, sort_keys=True, default=str))
-        cache = getattr(self.context, "cache", None)
-        if cache is not None and key in cache:
-            return cache[key]
-        archive = load_archive(path) if self.archive_path is not None else run_archive(self.run)
-        if cache is not None:
-            cache[key] = archive
-        return archive
+            if not path.exists() and path.with_name(path.name + ".npz").exists():
+                path = path.with_name(path.name + ".npz")
+            if not path.exists():
+                return load_archive(path)  # raises the helpful FileNotFoundError
+            stat = path.stat()
+            return _cached_archive(str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+        return _cached_run(json.dumps(self.run, sort_keys=True))
 
     def _check_nans(self, archive: EDAArchive) -> None:
         """Stop early, with the fix, when ``obs`` holds NaNs that the recipe does not allow."""

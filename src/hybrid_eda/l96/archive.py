@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -183,14 +183,16 @@ class EDAArchive:
 
 
 def _parse_date(date: datetime | str) -> datetime:
-    """A naive UTC ``datetime`` from an ISO string or a datetime (time zone dropped)."""
+    """A naive UTC ``datetime`` from an ISO string or a datetime (an aware one is converted to UTC)."""
     if isinstance(date, str):
         try:
             date = datetime.fromisoformat(date)
         except ValueError as err:
-            raise ValueError(f"Cannot read the date {date!r}; write it in ISO format, e.g. 2000-01-01T00:00:00.") from err
+            raise ValueError(
+                f"Cannot read the date {date!r}; write it in ISO format, e.g. 2000-01-01T00:00:00."
+            ) from err
     if not isinstance(date, datetime):
         raise ValueError(f"Expected a datetime or an ISO date string, got {date!r} ({type(date).__name__}).")
     if date.tzinfo is not None:
-        date = date.astimezone(timezone.utc).replace(tzinfo=None)
+        date = date.astimezone(UTC).replace(tzinfo=None)
     return date

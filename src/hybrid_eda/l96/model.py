@@ -8,6 +8,11 @@ Every function works over the **last axis**, so the same call steps one state ``
 The tangent-linear (TL) model of one RK4 step maps a perturbation ``dx`` at ``x`` to the perturbation of
 the step's output; the adjoint (AD) is its exact transpose, so ``<M dx, lam> == <dx, M^T lam>`` to rounding
 (the dot-product test, checked in ``tests/test_l96_model.py``).
+
+The module-level functions are plain numpy and serve as the float64 reference. :class:`Lorenz96`'s methods
+run compiled numba kernels (:mod:`hybrid_eda.l96._kernels`) on float64 input, which is 10-50x faster for the
+small arrays of a Lorenz-96 cycle, and fall back to the numpy functions for other dtypes or for broadcasting
+patterns the kernels do not cover. Both paths agree to rounding (tested).
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from hybrid_eda.l96 import _kernels
 
 __all__ = [
     "Lorenz96",
@@ -40,9 +47,11 @@ def tendency_tl(x: np.ndarray, dx: np.ndarray) -> np.ndarray:
 
     d(dx_i/dt) = (x_{i+1} - x_{i-2}) dx_{i-1} + (dx_{i+1} - dx_{i-2}) x_{i-1} - dx_i
     """
-    return (np.roll(x, -1, -1) - np.roll(x, 2, -1)) * np.roll(dx, 1, -1) + (
-        np.roll(dx, -1, -1) - np.roll(dx, 2, -1)
-    ) * np.roll(x, 1, -1) - dx
+    return (
+        (np.roll(x, -1, -1) - np.roll(x, 2, -1)) * np.roll(dx, 1, -1)
+        + (np.roll(dx, -1, -1) - np.roll(dx, 2, -1)) * np.roll(x, 1, -1)
+        - dx
+    )
 
 
 def tendency_ad(x: np.ndarray, lam: np.ndarray) -> np.ndarray:
@@ -136,20 +145,86 @@ class Lorenz96:
         if not self.dt > 0:
             raise ValueError(f"Lorenz96 time step must be positive, got dt={self.dt}; use e.g. dt=0.05.")
 
+    def _check_state(self, x: np.ndarray, name: str = "x") -> None:
+        if x.ndim == 0 or x.shape[-1] != self.n:
+            raise ValueError(
+                f"{name} must have the {self.n} model variables on its last axis ([..., n={self.n}]), "
+                f"got shape {x.shape}; pass one state [n], an ensemble [N, n] or a batch [B, N, n]."
+            )
+
+    def _integrate(self, x: np.ndarray, n_steps: int) -> np.ndarray:
+        x = np.asarray(x)
+        self._check_state(x)
+        if x.dtype != np.float64:
+            out = x
+            for _ in range(n_steps):
+                out = rk4_step(out, self.dt, self.forcing)
+            return out
+        rows = np.ascontiguousarray(x).reshape(-1, self.n)  # [M, n]
+        out = np.empty(x.shape)
+        _kernels.rk4_steps(rows, self.dt, self.forcing, n_steps, out.reshape(-1, self.n))
+        return out
+
     def step(self, x: np.ndarray) -> np.ndarray:
-        """One RK4 step: ``[..., n] -> [..., n]``."""
-        return rk4_step(x, self.dt, self.forcing)
+        """One RK4 step: ``[..., n] -> [..., n]`` (a new array)."""
+        return self._integrate(x, 1)
 
     def forecast(self, x: np.ndarray, n_steps: int) -> np.ndarray:
-        """Integrate ``n_steps`` RK4 steps: ``[..., n] -> [..., n]``."""
-        for _ in range(n_steps):
-            x = rk4_step(x, self.dt, self.forcing)
-        return x
+        """Integrate ``n_steps`` RK4 steps: ``[..., n] -> [..., n]`` (a new array)."""
+        if n_steps < 0:
+            raise ValueError(f"n_steps must be >= 0, got {n_steps}.")
+        return self._integrate(x, int(n_steps))
+
+    def trajectory(self, x0: np.ndarray, n_steps: int) -> np.ndarray:
+        """States after ``1 .. n_steps`` steps of one state ``x0 [n]``: returns ``[n_steps, n]``."""
+        x0 = np.ascontiguousarray(x0, dtype=np.float64)
+        if x0.shape != (self.n,):
+            raise ValueError(f"trajectory starts from one state of shape ({self.n},), got {x0.shape}.")
+        out = np.empty((int(n_steps), self.n))
+        _kernels.rk4_trajectory(x0, self.dt, self.forcing, int(n_steps), out)
+        return out
 
     def step_tl(self, x: np.ndarray, dx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """RK4 step and tangent-linear propagation of ``dx``; see :func:`rk4_step_tl`."""
+        """RK4 step and tangent-linear propagation of ``dx``; see :func:`rk4_step_tl`.
+
+        Compiled fast paths: ``dx`` of the same shape as ``x``, or ``x [..., 1, n]`` with ``dx [..., J, n]``
+        (J perturbations around each state, the 4D-Var pattern); anything else broadcasts through numpy.
+        """
+        x = np.asarray(x)
+        dx = np.asarray(dx)
+        self._check_state(x)
+        self._check_state(dx, "dx")
+        if x.dtype == np.float64 and dx.dtype == np.float64:
+            if x.shape == dx.shape:
+                n_pert = 1
+            elif x.ndim == dx.ndim and x.ndim >= 2 and x.shape[-2] == 1 and x.shape[:-2] == dx.shape[:-2]:
+                n_pert = dx.shape[-2]
+            else:
+                n_pert = 0
+            if n_pert:
+                rows = np.ascontiguousarray(x).reshape(-1, self.n)  # [M, n]
+                drows = np.ascontiguousarray(dx).reshape(rows.shape[0], n_pert, self.n)  # [M, J, n]
+                x_next = np.empty(x.shape)
+                dx_next = np.empty(dx.shape)
+                _kernels.rk4_tl(
+                    rows, drows, self.dt, self.forcing, x_next.reshape(rows.shape), dx_next.reshape(drows.shape)
+                )
+                return x_next, dx_next
         return rk4_step_tl(x, dx, self.dt, self.forcing)
 
     def step_ad(self, x: np.ndarray, lam: np.ndarray) -> np.ndarray:
-        """Adjoint of one RK4 step at ``x``; see :func:`rk4_step_ad`."""
-        return rk4_step_ad(x, lam, self.dt, self.forcing)
+        """Adjoint of one RK4 step at ``x``; see :func:`rk4_step_ad` (``x`` and ``lam`` broadcast)."""
+        x = np.asarray(x)
+        lam = np.asarray(lam)
+        self._check_state(x)
+        self._check_state(lam, "lam")
+        if x.dtype != np.float64 or lam.dtype != np.float64:
+            return rk4_step_ad(x, lam, self.dt, self.forcing)
+        if x.shape != lam.shape:
+            x, lam = np.broadcast_arrays(x, lam)
+        rows = np.ascontiguousarray(x).reshape(-1, self.n)  # [M, n]
+        out = np.empty(x.shape)
+        _kernels.rk4_ad(
+            rows, np.ascontiguousarray(lam).reshape(rows.shape), self.dt, self.forcing, out.reshape(rows.shape)
+        )
+        return out

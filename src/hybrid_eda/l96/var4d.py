@@ -285,16 +285,18 @@ class Var4DEDA(Assimilator):
 
         ``x0`` is ``[..., N, n]`` and ``ut`` ``[..., m, n]``; returns ``[..., N, L*p]`` and ``[..., N, m, L*p]``.
         """
+        p = self.obs.p
         x = x0[..., None, :]  # [..., N, 1, n]
         dx = np.broadcast_to(ut[..., None, :, :], x0.shape[:-1] + ut.shape[-2:])  # [..., N, m, n]
-        hx, hdx = [], []
+        hx = np.empty(x0.shape[:-1] + (self.window * p,))  # [..., N, L*p]
+        hdx = np.empty(dx.shape[:-1] + (self.window * p,))  # [..., N, m, L*p]
         for lead in range(self.window):
             if lead > 0:
                 for _ in range(self.steps_per_obs):
                     x, dx = self.model.step_tl(x, dx)
-            hx.append(self.obs.apply(x[..., 0, :]))  # [..., N, p]
-            hdx.append(self.obs.apply(dx))  # [..., N, m, p]
-        return np.concatenate(hx, axis=-1), np.concatenate(hdx, axis=-1)
+            hx[..., lead * p : (lead + 1) * p] = self.obs.apply(x[..., 0, :])
+            hdx[..., lead * p : (lead + 1) * p] = self.obs.apply(dx)
+        return hx, hdx
 
     def _check_background(self, background: np.ndarray) -> None:
         if background.ndim < 2 or background.shape[-1] != self.model.n:

@@ -1,0 +1,381 @@
+"""The Lorenz-96 cycling harness: truth run, synthetic observations, DA cycles, scores; full, reduced or hybrid EDA.
+
+One cycle ``k`` at time ``t_k``::
+
+    y_l   = H x^t(t_k + l * steps_per_obs * dt) + eps,     l = 0 .. window-1     (observations of the window)
+    x^a   = method.analyse(x^b, y)                                             (analysis at t_k)
+    x^a[N_s:] = emulator.generate(x^b[N_s:], x^a[:N_s], ...)                   (hybrid cycles only)
+    x^b  <- M^{window * steps_per_obs}(x^a)                                     (background at t_{k+1})
+
+The truth and observations are generated block by block from their own random streams, so every method,
+ensemble size and emulator run with the same seed sees the same truth and the same observations (a paired
+comparison), and the hybrid cycle with the ``oracle`` emulator equals the full EDA exactly.
+
+Scores are computed once per block of cycles, vectorised over ``[cycles, B, N, n]``, so the per-cycle cost
+is the method, the forecast and two copies. Cycles before ``spinup`` are run but left out of the scores.
+
+Glossary: ``B`` batch of independent experiments, ``N`` members, ``N_s`` real members, ``n`` state size,
+``L`` observation times per window, ``p`` observations per time, ``T`` cycles.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from hybrid_eda.l96 import metrics
+from hybrid_eda.l96.base import Assimilator, FilterDivergenceError
+from hybrid_eda.l96.emulators import MemberEmulator
+from hybrid_eda.l96.model import Lorenz96
+from hybrid_eda.l96.observations import ObservationOperator
+
+__all__ = [
+    "CycleSettings",
+    "CycleOutput",
+    "HybridSetting",
+    "run_cycles",
+    "spin_up_truth",
+]
+
+LOGGER = logging.getLogger(__name__)
+
+#: Bytes of background + analysis members buffered per block of cycles before the block is scored.
+_BLOCK_BYTES = 16 * 2**20
+_MAX_BLOCK = 250
+#: Per-cycle series kept for the time-series plots (spin-up included).
+SERIES_KEYS = ("analysis_rmse", "analysis_spread", "background_rmse", "background_spread")
+
+
+@dataclass(frozen=True)
+class CycleSettings:
+    """How long to cycle and how to start.
+
+    Parameters
+    ----------
+    cycles : int
+        Number of DA cycles run (spin-up included).
+    spinup : int
+        First cycles left out of the scores.
+    members : int
+        Ensemble size N (1 for a deterministic method).
+    batch : int
+        Number B of independent experiments advanced together in one vectorised call.
+    seed : int
+        Seed of all random streams (truth, observations, initial ensemble, method, emulator).
+    init_spread : float
+        Standard deviation of the initial ensemble around the initial truth.
+    truth_spinup_steps : int
+        Model steps from a perturbed rest state onto the attractor before cycle 0.
+    keep_members : bool
+        Keep every cycle's background and analysis members (for the EDA archive; batch 1 only).
+    progress : bool
+        Show a tqdm progress bar (on stderr, only when it is a terminal).
+    """
+
+    cycles: int
+    spinup: int
+    members: int
+    batch: int = 1
+    seed: int = 0
+    init_spread: float = 1.0
+    truth_spinup_steps: int = 2000
+    keep_members: bool = False
+    progress: bool = False
+
+    def __post_init__(self) -> None:
+        if self.cycles < 1:
+            raise ValueError(f"cycles must be at least 1, got {self.cycles}; use e.g. --cycles 10000.")
+        if not 0 <= self.spinup < self.cycles:
+            raise ValueError(
+                f"spin-up must be between 0 and cycles - 1 = {self.cycles - 1}, got {self.spinup}; "
+                "lower --spinup or run more --cycles."
+            )
+        if self.members < 1 or self.batch < 1:
+            raise ValueError(f"members and batch must be positive, got members={self.members}, batch={self.batch}.")
+        if self.keep_members and self.batch != 1:
+            raise ValueError("keeping an EDA archive needs a single experiment; drop --batch or --archive.")
+        if not self.init_spread > 0:
+            raise ValueError(f"init_spread must be positive, got {self.init_spread}; use e.g. 1.0.")
+
+
+@dataclass(frozen=True)
+class HybridSetting:
+    """The hybrid cycle: members ``0 .. n_real-1`` real, the others from ``emulator``."""
+
+    n_real: int
+    emulator: MemberEmulator
+
+
+@dataclass
+class CycleOutput:
+    """Scores and time series of one cycling run (or a batch of them).
+
+    Attributes
+    ----------
+    experiments : list of dict
+        Time-mean scores over the scored cycles, one dict per experiment of the batch
+        (:meth:`hybrid_eda.l96.metrics.ScoreAccumulator.summaries`).
+    series : dict
+        Per-cycle ``[T, B]`` series: ``analysis_rmse``, ``analysis_spread``, ``background_rmse``,
+        ``background_spread``.
+    wall_seconds : float
+        Time spent cycling (truth and observations, methods, forecasts and scoring).
+    setup_seconds : float
+        Truth spin-up and one warm-up cycle (JIT compilation), not included in ``wall_seconds``.
+    truth, observations, background, analysis : np.ndarray or None
+        ``[T, n]``, ``[T, p]``, ``[T, N, n]``, ``[T, N, n]`` when members were kept (batch 1).
+    """
+
+    experiments: list[dict[str, Any]]
+    series: dict[str, np.ndarray]
+    wall_seconds: float
+    setup_seconds: float = 0.0
+    truth: np.ndarray | None = None
+    observations: np.ndarray | None = None
+    background: np.ndarray | None = None
+    analysis: np.ndarray | None = None
+
+
+def spin_up_truth(model: Lorenz96, batch: int, steps: int, rng: np.random.Generator) -> np.ndarray:
+    """Initial truths on the attractor: ``F`` plus small noise, integrated ``steps`` steps; returns ``[B, n]``."""
+    x = model.forcing + 0.01 * rng.standard_normal((batch, model.n))  # [B, n]
+    with np.errstate(over="ignore", invalid="ignore"):
+        return model.forecast(x, steps)
+
+
+def _truth_block(
+    model: Lorenz96,
+    obs: ObservationOperator,
+    truth: np.ndarray,
+    n_cycles: int,
+    window: int,
+    steps_per_obs: int,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Truth at ``n_cycles`` cycle times from ``truth`` ``[B, n]`` and the observations of each window.
+
+    Returns ``(truth_at_cycles [c, B, n], observations [c, B, L, p], truth_after [B, n])``.
+    """
+    at_cycles = np.empty((n_cycles,) + truth.shape)  # [c, B, n]
+    obs_states = np.empty((n_cycles, window) + truth.shape)  # [c, L, B, n]
+    x = truth
+    for c in range(n_cycles):
+        at_cycles[c] = x
+        for lag in range(window):
+            if lag:
+                x = model.forecast(x, steps_per_obs)
+            obs_states[c, lag] = x
+        x = model.forecast(x, steps_per_obs)
+    y = obs.sample(obs_states, rng).swapaxes(1, 2)  # [c, B, L, p]
+    return at_cycles, np.ascontiguousarray(y), x
+
+
+def _check_truth(truth: np.ndarray, model: Lorenz96, when: str) -> None:
+    """The truth run itself must stay finite; otherwise the model, not the filter, is unstable."""
+    if not np.isfinite(truth).all():
+        raise FilterDivergenceError(
+            f"the Lorenz-96 truth run became non-finite (NaN or inf) during {when}: the model is numerically "
+            f"unstable with dt={model.dt}, forcing={model.forcing}. Use a smaller time step (--dt, e.g. 0.05) "
+            "or the preset's forcing."
+        )
+
+
+def _divergence(cycle: int, problem: str, settings: CycleSettings, bad: np.ndarray) -> FilterDivergenceError:
+    """The error raised when a state blew up to non-finite values (``problem`` says which and how)."""
+    which = "" if settings.batch == 1 else f" in experiment(s) {np.flatnonzero(bad).tolist()[:10]} of the batch"
+    return FilterDivergenceError(
+        f"at cycle {cycle}{which} the Lorenz-96 {problem}: the filter diverged. "
+        f"Try more members (--members, now {settings.members}; 14 is the minimum without localisation at n=40), "
+        "more inflation (--inflation, e.g. 1.04-1.10), a smaller model time step, or another --seed."
+    )
+
+
+def run_cycles(
+    model: Lorenz96,
+    obs: ObservationOperator,
+    method: Assimilator,
+    settings: CycleSettings,
+    hybrid: HybridSetting | None = None,
+) -> CycleOutput:
+    """Cycle ``method`` against a truth run and score it.
+
+    Parameters
+    ----------
+    model : Lorenz96
+        The model of both the truth and the forecasts (a perfect-model twin experiment).
+    obs : ObservationOperator
+        Observation network and error statistics.
+    method : Assimilator
+        The DA method; its ``window`` and ``steps_per_obs`` set the cycle length.
+    settings : CycleSettings
+        Cycles, spin-up, members, batch and seed.
+    hybrid : HybridSetting, optional
+        Replace members ``n_real .. N-1`` of every analysis by the emulator's output.
+
+    Returns
+    -------
+    CycleOutput
+        Time-mean scores, per-cycle series and, when kept, every cycle's members.
+
+    Raises
+    ------
+    FilterDivergenceError
+        When the background or analysis becomes non-finite; the message names the cycle.
+    """
+    n_members, batch, n = settings.members, settings.batch, model.n
+    window, steps_per_obs = int(method.window), int(method.steps_per_obs)
+    if hybrid is not None and not 1 <= hybrid.n_real < n_members:
+        raise ValueError(
+            f"--n-real must be between 1 and members - 1 = {n_members - 1}, got {hybrid.n_real}; "
+            "keep at least one real and one emulated member."
+        )
+    truth_rng, obs_rng, init_rng, method_rng, emulator_rng = (
+        np.random.default_rng(s) for s in np.random.SeedSequence(settings.seed).spawn(5)
+    )
+    setup_start = time.perf_counter()
+    truth = spin_up_truth(model, batch, settings.truth_spinup_steps, truth_rng)  # [B, n]
+    _check_truth(truth, model, "its spin-up")
+    ens = truth[:, None, :] + settings.init_spread * init_rng.standard_normal((batch, n_members, n))  # [B, N, n]
+    _warm_up(model, obs, method, ens, window)
+    start = time.perf_counter()
+
+    block = max(1, min(_MAX_BLOCK, _BLOCK_BYTES // (16 * batch * n_members * n)))
+    accumulator = metrics.ScoreAccumulator(spinup=settings.spinup)
+    series = {k: np.empty((settings.cycles, batch)) for k in SERIES_KEYS}
+    kept = _allocate_kept(settings, obs, n_members, n)
+    bg_buf = np.empty((block, batch, n_members, n))  # [c, B, N, n]
+    an_buf = np.empty((block, batch, n_members, n))  # [c, B, N, n]
+    progress = _progress_bar(settings)
+    n_real = hybrid.n_real if hybrid is not None else n_members
+    try:
+        with np.errstate(over="ignore", invalid="ignore"):
+            for first in range(0, settings.cycles, block):
+                count = min(block, settings.cycles - first)
+                truth_c, y_c, truth = _truth_block(model, obs, truth, count, window, steps_per_obs, obs_rng)
+                _check_truth(truth, model, f"cycles {first}-{first + count}")
+                for c in range(count):
+                    xb = ens  # [B, N, n]
+                    if not np.isfinite(xb.sum()):
+                        raise _divergence(
+                            first + c,
+                            "background became non-finite (NaN or inf)",
+                            settings,
+                            ~np.isfinite(xb).all(axis=(-2, -1)),
+                        )
+                    try:
+                        xa = method.analyse(xb, y_c[c], method_rng)  # [B, N, n]
+                    except (np.linalg.LinAlgError, FloatingPointError, FilterDivergenceError) as err:
+                        # Finite but astronomically large members overflow inside the method.
+                        size = float(np.abs(xb).max())
+                        problem = f"analysis failed on members as large as {size:.3g} ({err})"
+                        raise _divergence(first + c, problem, settings, np.ones(batch, bool)) from err
+                    if hybrid is not None:
+                        xa = xa.copy()
+                        xa[:, n_real:] = _emulate(hybrid, xb, xa, emulator_rng)
+                    if not np.isfinite(xa.sum()):
+                        raise _divergence(
+                            first + c,
+                            "analysis became non-finite (NaN or inf)",
+                            settings,
+                            ~np.isfinite(xa).all(axis=(-2, -1)),
+                        )
+                    accumulator.update(xb, xa, truth_c[c])
+                    bg_buf[c] = xb
+                    an_buf[c] = xa
+                    ens = model.forecast(xa, window * steps_per_obs)
+                cycles = slice(first, first + count)
+                _block_series(series, cycles, bg_buf[:count], an_buf[:count], truth_c)
+                if kept is not None:
+                    kept["truth"][cycles] = truth_c[:, 0]
+                    kept["observations"][cycles] = y_c[:, 0, 0]
+                    kept["background"][cycles] = bg_buf[:count, 0]
+                    kept["analysis"][cycles] = an_buf[:count, 0]
+                progress.update(count)
+    finally:
+        progress.close()
+    wall = time.perf_counter() - start
+    return CycleOutput(
+        experiments=accumulator.summaries(),
+        series=series,
+        wall_seconds=wall,
+        setup_seconds=start - setup_start,
+        **(kept or {}),
+    )
+
+
+def _warm_up(model: Lorenz96, obs: ObservationOperator, method: Assimilator, ens: np.ndarray, window: int) -> None:
+    """One throw-away analysis and forecast (own generator, copies) so JIT compilation is not timed."""
+    y = np.broadcast_to(obs.apply(ens.mean(axis=-2))[:, None, :], (ens.shape[0], window, obs.p))  # [B, L, p]
+    with np.errstate(over="ignore", invalid="ignore"):
+        model.forecast(method.analyse(ens.copy(), np.ascontiguousarray(y), np.random.default_rng(0)), 1)
+
+
+def _block_series(
+    series: dict[str, np.ndarray], cycles: slice, bg: np.ndarray, an: np.ndarray, truth: np.ndarray
+) -> None:
+    """Per-cycle RMSE and spread of a block: ``bg, an [c, B, N, n]``, ``truth [c, B, n]`` -> ``series[k][cycles]``."""
+    series["analysis_rmse"][cycles] = metrics.rmse_of_mean(an, truth)
+    series["analysis_spread"][cycles] = metrics.spread(an)
+    series["background_rmse"][cycles] = metrics.rmse_of_mean(bg, truth)
+    series["background_spread"][cycles] = metrics.spread(bg)
+
+
+def _emulate(hybrid: HybridSetting, xb: np.ndarray, xa: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Members ``N_s .. N-1`` from the emulator: ``[B, N, n] -> [B, N - N_s, n]``."""
+    n_s, n_members = hybrid.n_real, xa.shape[-2]
+    emulator = hybrid.emulator
+    if getattr(emulator, "supports_batch", True):
+        return emulator.generate(
+            xb[:, n_s:], xa[:, :n_s], n_members - n_s, rng, guide_backgrounds=xb[:, :n_s], real_analyses=xa[:, n_s:]
+        )
+    return np.stack(
+        [
+            emulator.generate(
+                xb[b, n_s:], xa[b, :n_s], n_members - n_s, rng, guide_backgrounds=xb[b, :n_s], real_analyses=xa[b, n_s:]
+            )
+            for b in range(xa.shape[0])
+        ]
+    )
+
+
+def _allocate_kept(
+    settings: CycleSettings, obs: ObservationOperator, n_members: int, n: int
+) -> dict[str, np.ndarray] | None:
+    """Arrays for every cycle's truth, first observation time and members (batch 1 only)."""
+    if not settings.keep_members:
+        return None
+    t = settings.cycles
+    return {
+        "truth": np.empty((t, n)),
+        "observations": np.empty((t, obs.p)),
+        "background": np.empty((t, n_members, n)),
+        "analysis": np.empty((t, n_members, n)),
+    }
+
+
+class _NoProgress:
+    def update(self, count: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _progress_bar(settings: CycleSettings):
+    """A tqdm bar on stderr when asked for and stderr is a terminal, else a no-op."""
+    if not settings.progress or not sys.stderr.isatty():
+        return _NoProgress()
+    import shutil
+
+    from tqdm import tqdm
+
+    # Explicit width: tqdm's own probe reports 0 columns on some pseudo-terminals and then prints nothing.
+    width = shutil.get_terminal_size((100, 24)).columns or 100
+    return tqdm(
+        total=settings.cycles, unit="cycle", desc="L96 cycling", file=sys.stderr, mininterval=0.5, ncols=min(width, 120)
+    )
