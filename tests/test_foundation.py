@@ -101,7 +101,18 @@ def test_hydra_finds_shipped_config_from_any_directory(config, tmp_path):
 @pytest.mark.slow
 def test_wheel_ships_configs_recipes_plugin_and_entry_points(tmp_path):
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(REPO)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(REPO),
+        ],
         check=True,
         capture_output=True,
     )

@@ -33,7 +33,7 @@ def test_etkf_n20_seeded_rmse_regression():
     """Sakov & Oke (2008) ETKF N=20, inflation 1.02 (random rotation on): 2,000 cycles (400 spin-up), seed 8.
 
     Measured 0.18136 here; DAPPER gives 0.181 over 10,000 cycles and 0.187 with tuned inflation over 2,000
-    (reference-numbers.md), so the value must also sit in the published 0.17-0.20 band. The filter
+    (DAPPER 1.7.1 measurements), so the value must also sit in the published 0.17-0.20 band. The filter
     forgets rounding differences (a 1e-13 change of the initial spread moves the score by ~1e-11).
     """
     config = ExperimentConfig.from_preset("sakov2008", members=20, inflation=1.02, cycles=2000, seed=8)

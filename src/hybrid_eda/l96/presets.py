@@ -1,8 +1,8 @@
 """Lorenz-96 experiment presets, each named after its source, with the expected score beside each setting.
 
 A preset fixes the twin experiment (model, observation network, cycle length) and the default method; the
-expected analysis RMSEs are the published or measured values the project is held to
-(``/work/shared/notes/reference-numbers.md``; DAPPER's ``mods/Lorenz96/sakov2008.py`` "suggested tuning").
+expected analysis RMSEs are the published values (DAPPER's ``mods/Lorenz96/sakov2008.py`` "suggested tuning")
+or values measured with DAPPER 1.7.1 in the same setting, as each entry's ``source`` says.
 An experiment prints the matching value as ``expected_analysis_rmse`` in its JSON summary.
 """
 
@@ -128,9 +128,9 @@ class Preset:
 
 
 _DAPPER = "DAPPER mods/Lorenz96/sakov2008.py suggested tuning"
-_MEASURED = "DAPPER 1.7.1 EnKF('Sqrt', rot=True), 10,000 cycles, two seeds (reference-numbers.md)"
-_TUNED = "DAPPER 1.7.1, tuned inflation, 3 seeds, 2,000 scored cycles (reference-numbers.md)"
-_HYBRID = "seed testbed, 10 real + 10 emulated members, best inflation (reference-numbers.md)"
+_MEASURED = "DAPPER 1.7.1 EnKF('Sqrt', rot=True), 10,000 cycles, two seeds on a 2-core machine"
+_TUNED = "DAPPER 1.7.1, tuned inflation, 3 seeds, 2,000 scored cycles on a 2-core machine"
+_HYBRID = "seed testbed, 10 real + 10 emulated members, ETKF transform of all 20, best inflation"
 
 _BASELINES = (
     ExpectedScore("etkf", 4.0, members=10, source=_MEASURED + ": diverges at any inflation (climatology 3.6)"),

@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import BinaryIO
 
-import eccodes
 import numpy as np
 
+from hybrid_eda._eccodes import eccodes
 from hybrid_eda.synthetic.grids import GaussianGrid
 
 __all__ = ["ANALYSIS", "BACKGROUND", "SIGMA_B", "TRUTH", "GribEncoder", "MessageKind", "packing_tolerance"]

@@ -69,7 +69,7 @@ def octahedral_pl(n: int) -> np.ndarray:
 
 @functools.cache
 def _reduced_pl_cached(n: int) -> tuple[int, ...]:
-    import eccodes  # local import: eccodes loads a C library
+    from hybrid_eda._eccodes import eccodes  # local import: eccodes loads a C library
 
     handle = eccodes.codes_grib_new_from_samples(f"reduced_gg_pl_{n}_grib2")
     try:
