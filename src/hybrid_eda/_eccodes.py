@@ -6,7 +6,9 @@ done, so a GRIB build followed by ``anemoi-datasets`` in one process "fails"). L
 Every module of the package that needs eccodes imports it from here.
 """
 
-import eccodes
 import pyproj  # noqa: F401  (must come first, see above)
+
+# isort: split
+import eccodes
 
 __all__ = ["eccodes"]

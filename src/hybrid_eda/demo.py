@@ -15,7 +15,10 @@ from pathlib import Path
 LOGGER = logging.getLogger(__name__)
 
 #: (title, "module:function") of every demonstration step, in pipeline order.
-DEMO_STEPS: tuple[tuple[str, str], ...] = (("Lorenz-96 EDA testbed", "hybrid_eda.l96.cli:demo"),)
+DEMO_STEPS: tuple[tuple[str, str], ...] = (
+    ("Lorenz-96 EDA testbed", "hybrid_eda.l96.cli:demo"),
+    ("Synthetic global EDA -> anemoi-datasets stores", "hybrid_eda.synthetic.demo:demo"),
+)
 
 
 def run_demo(out_dir: Path) -> dict:
