@@ -104,3 +104,14 @@ def test_hydra_callback_points_anemoi_at_the_grids(tmp_path, monkeypatch):
     finally:
         monkeypatch.undo()
         settings.reload_settings()
+
+
+def test_grids_command_writes_files_and_prints_exports(tmp_path, capsys):
+    from hybrid_eda.cli import main
+    from hybrid_eda.data.grids import GRIDS_PATH_VARIABLES
+
+    assert main(["grids", "--dir", str(tmp_path), "--names", "o32"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines == [f"export {variable}={tmp_path.resolve()}" for variable in GRIDS_PATH_VARIABLES]
+    with np.load(tmp_path / "grid-o32.npz") as grid:
+        assert grid["latitudes"].shape == grid["longitudes"].shape == (5248,)

@@ -4,6 +4,7 @@
     hybrid-eda l96 run|hybrid|...   the Lorenz-96 EDA testbed
     hybrid-eda synthetic ...        write a synthetic global EDA (GRIB laid out like MARS retrievals)
     hybrid-eda store create|init|load|finalise ...   build an ensemble store in memory independent of N
+    hybrid-eda grids                write anemoi grid files locally; eval "$(hybrid-eda grids)" stops downloads
 
 Thread variables are set before any numerical library is imported (see :mod:`hybrid_eda.threads`).
 """
@@ -22,7 +23,12 @@ from hybrid_eda.threads import configure_threads
 LOGGER = logging.getLogger(__name__)
 
 # Modules that contribute sub-commands: each exposes ``add_parser(subparsers)``.
-_COMMAND_MODULES = ("hybrid_eda.l96.cli", "hybrid_eda.synthetic.cli", "hybrid_eda.data.store_cli")
+_COMMAND_MODULES = (
+    "hybrid_eda.l96.cli",
+    "hybrid_eda.synthetic.cli",
+    "hybrid_eda.data.store_cli",
+    "hybrid_eda.data.grids_cli",
+)
 
 
 def _pre_parse_threads(argv: Sequence[str]) -> int | None:
