@@ -11,21 +11,8 @@ import pytest
 
 from hybrid_eda.cli import main
 from hybrid_eda.l96.archive import EDAArchive
+from l96_summary import SUMMARY_KEYS
 
-RUN_KEYS = {
-    "analysis_rmse",
-    "analysis_spread",
-    "background_rmse",
-    "crps",
-    "rank_histogram",
-    "cycles",
-    "spinup",
-    "wall_seconds",
-    "cycles_per_second",
-    "settings",
-    "versions",
-    "expected_analysis_rmse",
-}
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
@@ -45,7 +32,7 @@ def test_run_writes_json_plots_and_archive(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "analysis RMSE" in printed and "expected ~0.181" in printed
     summary = json.loads(out.read_text())
-    assert RUN_KEYS <= set(summary)
+    assert SUMMARY_KEYS <= set(summary)
     assert (summary["cycles"], summary["spinup"], summary["scored_cycles"]) == (600, 100, 500)
     assert 0.15 < summary["analysis_rmse"] < 0.25
     assert summary["settings"]["seed"] == 2 and summary["settings"]["preset"] == "sakov2008"
@@ -84,7 +71,7 @@ def test_hybrid_json_has_full_and_hybrid(tmp_path, capsys):
     argv = ["l96", "hybrid", "--n-real", "10", "--emulator", "mean-shift", "--cycles", "300", "--json", str(out)]
     assert main([*argv, "--plot", str(tmp_path / "h.png")]) == 0
     data = json.loads(out.read_text())
-    assert RUN_KEYS <= set(data["full"]) and RUN_KEYS <= set(data["hybrid"])
+    assert SUMMARY_KEYS <= set(data["full"]) and SUMMARY_KEYS <= set(data["hybrid"])
     assert data["emulator"] == "mean-shift" and data["n_real"] == 10
     assert data["hybrid"]["settings"]["preset"] == "pan2026"  # the seed testbed is the default
     assert data["full"]["emulator"] is None and data["hybrid"]["emulator"] == "mean-shift"
@@ -139,7 +126,7 @@ def test_console_script_runs_as_a_subprocess(tmp_path):
     argv = [sys.executable, "-m", "hybrid_eda.l96.cli", "l96", "run", "--cycles", "200", "--json", str(out)]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert RUN_KEYS <= set(json.loads(out.read_text()))
+    assert SUMMARY_KEYS <= set(json.loads(out.read_text()))
     bad = subprocess.run([*argv[:-2], "--members", "1"], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and "at least 2 members" in bad.stderr
 
