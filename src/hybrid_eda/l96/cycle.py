@@ -11,6 +11,10 @@ The truth and observations are generated block by block from their own random st
 ensemble size and emulator run with the same seed sees the same truth and the same observations (a paired
 comparison), and the hybrid cycle with the ``oracle`` emulator equals the full EDA exactly.
 
+Seeds: experiment ``k`` of a batch of ``B`` with seed ``s`` draws every random number (truth, observations,
+initial ensemble, method, emulator) from ``SeedSequence(s + k).spawn(5)`` (:mod:`hybrid_eda.l96.seeding`), so
+it is, bit for bit, the single run with seed ``s + k`` whatever ``B`` is.
+
 Scores are computed once per block of cycles, vectorised over ``[cycles, B, N, n]``, so the per-cycle cost
 is the method, the forecast and two copies. Cycles before ``spinup`` are run but left out of the scores.
 
@@ -33,6 +37,7 @@ from hybrid_eda.l96.base import Assimilator, FilterDivergenceError
 from hybrid_eda.l96.emulators import MemberEmulator
 from hybrid_eda.l96.model import Lorenz96
 from hybrid_eda.l96.observations import ObservationOperator
+from hybrid_eda.l96.seeding import STREAMS, BatchGenerator, experiment_streams
 
 __all__ = [
     "CycleSettings",
@@ -66,7 +71,9 @@ class CycleSettings:
     batch : int
         Number B of independent experiments advanced together in one vectorised call.
     seed : int
-        Seed of all random streams (truth, observations, initial ensemble, method, emulator).
+        Seed ``s`` of the first experiment: experiment ``k`` of the batch draws all its random streams (truth,
+        observations, initial ensemble, method, emulator) from ``SeedSequence(s + k)``, so it is the single run
+        with seed ``s + k`` (:mod:`hybrid_eda.l96.seeding`).
     init_spread : float
         Standard deviation of the initial ensemble around the initial truth.
     truth_spinup_steps : int
@@ -97,6 +104,8 @@ class CycleSettings:
             )
         if self.members < 1 or self.batch < 1:
             raise ValueError(f"members and batch must be positive, got members={self.members}, batch={self.batch}.")
+        if self.seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {self.seed}; use e.g. --seed 0.")
         if self.keep_members and self.batch != 1:
             raise ValueError("keeping an EDA archive needs a single experiment; drop --batch or --archive.")
         if not self.init_spread > 0:
@@ -141,7 +150,7 @@ class CycleOutput:
     analysis: np.ndarray | None = None
 
 
-def spin_up_truth(model: Lorenz96, batch: int, steps: int, rng: np.random.Generator) -> np.ndarray:
+def spin_up_truth(model: Lorenz96, batch: int, steps: int, rng: np.random.Generator | BatchGenerator) -> np.ndarray:
     """Initial truths on the attractor: ``F`` plus small noise, integrated ``steps`` steps; returns ``[B, n]``."""
     x = model.forcing + 0.01 * rng.standard_normal((batch, model.n))  # [B, n]
     with np.errstate(over="ignore", invalid="ignore"):
@@ -155,23 +164,26 @@ def _truth_block(
     n_cycles: int,
     window: int,
     steps_per_obs: int,
-    rng: np.random.Generator,
+    rng: np.random.Generator | BatchGenerator,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Truth at ``n_cycles`` cycle times from ``truth`` ``[B, n]`` and the observations of each window.
+
+    The observation errors are drawn as ``[B, c, L, p]``, experiment first, so experiment ``k`` takes its
+    block's numbers from its own stream in cycle order, whatever the batch and the block size.
 
     Returns ``(truth_at_cycles [c, B, n], observations [c, B, L, p], truth_after [B, n])``.
     """
     at_cycles = np.empty((n_cycles,) + truth.shape)  # [c, B, n]
-    obs_states = np.empty((n_cycles, window) + truth.shape)  # [c, L, B, n]
+    obs_states = np.empty((truth.shape[0], n_cycles, window, truth.shape[1]))  # [B, c, L, n]
     x = truth
     for c in range(n_cycles):
         at_cycles[c] = x
         for lag in range(window):
             if lag:
                 x = model.forecast(x, steps_per_obs)
-            obs_states[c, lag] = x
+            obs_states[:, c, lag] = x
         x = model.forecast(x, steps_per_obs)
-    y = obs.sample(obs_states, rng).swapaxes(1, 2)  # [c, B, L, p]
+    y = obs.sample(obs_states, rng).swapaxes(0, 1)  # [c, B, L, p]
     return at_cycles, np.ascontiguousarray(y), x
 
 
@@ -234,9 +246,9 @@ def run_cycles(
             f"--n-real must be between 1 and members - 1 = {n_members - 1}, got {hybrid.n_real}; "
             "keep at least one real and one emulated member."
         )
-    truth_rng, obs_rng, init_rng, method_rng, emulator_rng = (
-        np.random.default_rng(s) for s in np.random.SeedSequence(settings.seed).spawn(5)
-    )
+    # Experiment k draws from SeedSequence(seed + k) only: it is the single run with seed + k.
+    streams = experiment_streams(settings.seed, batch)
+    truth_rng, obs_rng, init_rng, method_rng, emulator_rng = (streams[name] for name in STREAMS)
     setup_start = time.perf_counter()
     truth = spin_up_truth(model, batch, settings.truth_spinup_steps, truth_rng)  # [B, n]
     _check_truth(truth, model, "its spin-up")
@@ -325,7 +337,7 @@ def _block_series(
     series["background_spread"][cycles] = metrics.spread(bg)
 
 
-def _emulate(hybrid: HybridSetting, xb: np.ndarray, xa: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def _emulate(hybrid: HybridSetting, xb: np.ndarray, xa: np.ndarray, rng: BatchGenerator) -> np.ndarray:
     """Members ``N_s .. N-1`` from the emulator: ``[B, N, n] -> [B, N - N_s, n]``."""
     n_s, n_members = hybrid.n_real, xa.shape[-2]
     emulator = hybrid.emulator
@@ -336,7 +348,12 @@ def _emulate(hybrid: HybridSetting, xb: np.ndarray, xa: np.ndarray, rng: np.rand
     return np.stack(
         [
             emulator.generate(
-                xb[b, n_s:], xa[b, :n_s], n_members - n_s, rng, guide_backgrounds=xb[b, :n_s], real_analyses=xa[b, n_s:]
+                xb[b, n_s:],
+                xa[b, :n_s],
+                n_members - n_s,
+                rng[b],  # experiment b's own stream
+                guide_backgrounds=xb[b, :n_s],
+                real_analyses=xa[b, n_s:],
             )
             for b in range(xa.shape[0])
         ]

@@ -20,6 +20,7 @@ from hybrid_eda.l96 import _kernels
 from hybrid_eda.l96.filters.etkf import EnsembleFilter
 from hybrid_eda.l96.model import Lorenz96
 from hybrid_eda.l96.observations import ObservationOperator
+from hybrid_eda.l96.seeding import is_generator
 
 __all__ = ["EnKF", "enkf_reference"]
 
@@ -104,7 +105,7 @@ class EnKF(EnsembleFilter):
 
     def analyse(self, background: np.ndarray, observations: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Analysis ensemble ``[..., N, n]`` from ``background [..., N, n]`` and ``observations [..., 1, p]``."""
-        if not isinstance(rng, np.random.Generator):
+        if not is_generator(rng):
             raise ValueError(
                 f"EnKF draws observation perturbations and needs a numpy Generator, got {type(rng).__name__}; "
                 "pass rng=np.random.default_rng(seed)."

@@ -26,6 +26,7 @@ from hybrid_eda.l96 import _kernels
 from hybrid_eda.l96.base import Assimilator, FilterDivergenceError
 from hybrid_eda.l96.model import Lorenz96
 from hybrid_eda.l96.observations import ObservationOperator
+from hybrid_eda.l96.seeding import is_generator
 
 __all__ = ["ETKF", "EnsembleFilter", "etkf_reference", "flatten_filter_input", "mean_preserving_rotations"]
 
@@ -237,7 +238,7 @@ class ETKF(EnsembleFilter):
         ens, y = self._flatten(background, observations)  # [K, N, n], [K, p]
         n_exp, n_mem = ens.shape[:2]
         if self.rotate:
-            if not isinstance(rng, np.random.Generator):
+            if not is_generator(rng):
                 raise ValueError("ETKF(rotate=True) draws random rotations: pass rng=np.random.default_rng(seed).")
             rot = mean_preserving_rotations(n_exp, n_mem, rng)  # [K, N, N]
         else:
