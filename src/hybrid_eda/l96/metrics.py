@@ -33,9 +33,13 @@ import numpy as np
 
 from hybrid_eda.l96 import _kernels
 
-__all__ = ["ScoreAccumulator", "fair_crps", "rank_histogram", "rmse_of_mean", "spread", "truth_rank"]
+__all__ = ["LOST_TRACK_RMSE", "ScoreAccumulator", "fair_crps", "rank_histogram", "rmse_of_mean", "spread", "truth_rank"]
 
 LOGGER = logging.getLogger(__name__)
+
+#: A run whose time-mean analysis RMSE exceeds this (the observation-error std of the presets) lost track of the
+#: truth: it does worse than the observations alone. Distributions over seeds report the fraction above it.
+LOST_TRACK_RMSE = 1.0
 
 
 def rmse_of_mean(ens: np.ndarray, truth: np.ndarray) -> np.ndarray:
