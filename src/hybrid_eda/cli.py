@@ -5,6 +5,8 @@
     hybrid-eda synthetic ...        write a synthetic global EDA (GRIB laid out like MARS retrievals)
     hybrid-eda store create|init|load|finalise ...   build an ensemble store in memory independent of N
     hybrid-eda grids                write anemoi grid files locally; eval "$(hybrid-eda grids)" stops downloads
+    hybrid-eda recipes [copy|path]  the shipped anemoi-datasets recipes: list, copy into a folder, locate
+    hybrid-eda inference-config CHECKPOINT   an anemoi-inference config for one of our checkpoints
 
 Thread variables are set before any numerical library is imported (see :mod:`hybrid_eda.threads`).
 """
@@ -28,6 +30,8 @@ _COMMAND_MODULES = (
     "hybrid_eda.synthetic.cli",
     "hybrid_eda.data.store_cli",
     "hybrid_eda.data.grids_cli",
+    "hybrid_eda.recipes_cli",
+    "hybrid_eda.inference.cli",
 )
 
 

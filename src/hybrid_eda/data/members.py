@@ -45,6 +45,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+import hybrid_eda.data.anemoi_compat  # noqa: F401  isort: skip  (stops unless anemoi-datasets is the pinned 0.5.47)
 from anemoi.datasets.usage.debug import Node
 from anemoi.datasets.usage.forwards import Forwards
 from hydra.experimental.callback import Callback

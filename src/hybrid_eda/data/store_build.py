@@ -39,6 +39,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+import hybrid_eda.data.anemoi_compat  # noqa: F401  isort: skip  (stops unless anemoi-datasets is the pinned 0.5.47)
 from anemoi.datasets.create.gridded.creator import SimpleGriddedCreator
 from anemoi.datasets.create.statistics import StatisticsCollector, _Collector, _ConstantsCollector
 from anemoi.transform.variables import Variable
