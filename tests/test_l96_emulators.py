@@ -1,24 +1,26 @@
-"""Member emulators of the hybrid EDA cycle: exact formulas, statistics, the oracle identity, clear errors."""
+"""Member emulators of the hybrid EDA cycle: exact formulas, statistics, the template-method contract, clear errors."""
 
 from __future__ import annotations
 
-from dataclasses import replace
+import inspect
 
 import numpy as np
 import pytest
 
 from hybrid_eda.l96.emulators import (
+    BOUNDS,
     EMULATORS,
     GaussianResampling,
     MeanShift,
     MemberEmulator,
     NoEmulation,
-    Oracle,
+    OracleBound,
     RescaledAnomalies,
     SampleCovarianceResampling,
+    UpperBound,
     get_emulator,
+    get_member_source,
 )
-from hybrid_eda.l96.experiment import ExperimentConfig, run_experiment, run_hybrid
 
 N_S, K, NX = 10, 10, 40
 
@@ -32,11 +34,31 @@ def members():
     return xb[N_S:], xa[:N_S], xb[:N_S], xa[N_S:]
 
 
-def test_registry_holds_the_baselines():
-    assert set(EMULATORS) == {"none", "mean-shift", "rescaled-anomalies", "gaussian", "gaussian-full", "oracle"}
+def test_registries_keep_emulators_and_upper_bounds_apart():
+    assert set(EMULATORS) == {"none", "mean-shift", "rescaled-anomalies", "gaussian", "gaussian-full"}
+    assert set(BOUNDS) == {"oracle"}
     for name, cls in EMULATORS.items():
         assert issubclass(cls, MemberEmulator) and cls.name == name
-        assert isinstance(get_emulator(name), cls)
+        assert isinstance(get_emulator(name), cls) and isinstance(get_member_source(name), cls)
+    assert not issubclass(OracleBound, MemberEmulator) and issubclass(OracleBound, UpperBound)
+    assert OracleBound.label == "upper bound"
+    assert isinstance(get_member_source("oracle"), OracleBound)
+    with pytest.raises(ValueError, match="upper bound given the hidden analyses, not an emulator"):
+        get_emulator("oracle")
+
+
+_ALLOWED = ["self", "backgrounds", "guide_analyses", "n_members", "rng", "guide_backgrounds", "observations"]
+
+
+@pytest.mark.parametrize("cls", list(EMULATORS.values()))
+def test_generate_cannot_be_given_the_hidden_analyses(cls):
+    """The contract itself has no parameter through which the emulated members' real analyses could arrive."""
+    for method in (cls.generate, cls._generate):
+        params = inspect.signature(method).parameters
+        assert list(params) == _ALLOWED, f"{cls.__name__}.{method.__name__}{inspect.signature(method)}"
+        assert not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    # Template method: the shape checks live once in the base class; subclasses only write _generate.
+    assert cls.generate is MemberEmulator.generate
 
 
 def test_mean_shift_is_background_plus_mean_increment(members):
@@ -80,15 +102,17 @@ def test_full_covariance_resampling_reproduces_guide_covariance(members):
     assert np.linalg.matrix_rank(anomalies[:200], tol=1e-8) == N_S - 1
 
 
-def test_oracle_returns_the_real_analyses(members):
-    xb, guide_a, _, real = members
-    out = Oracle().generate(xb, guide_a, K, np.random.default_rng(0), real_analyses=real)
-    np.testing.assert_array_equal(out, real)
-    assert out is not real
+def test_oracle_bound_returns_a_copy_of_what_it_is_given(members):
+    xb, _, _, hidden = members
+    out = OracleBound().members(hidden, xb)
+    np.testing.assert_array_equal(out, hidden)
+    assert not np.shares_memory(out, hidden)
+    with pytest.raises(ValueError, match="must match backgrounds"):
+        OracleBound().members(hidden[:3], xb)
 
 
 def test_emulators_accept_a_batch_dim(members):
-    xb, guide_a, guide_b, real = members
+    xb, guide_a, guide_b, _ = members
     stack = lambda a: np.stack([a, a + 1.0])  # noqa: E731  [2, ..., n]
     out = MeanShift().generate(stack(xb), stack(guide_a), K, np.random.default_rng(0), guide_backgrounds=stack(guide_b))
     single = MeanShift().generate(xb, guide_a, K, np.random.default_rng(0), guide_backgrounds=guide_b)
@@ -100,18 +124,33 @@ def test_emulators_accept_a_batch_dim(members):
 
 def test_emulator_errors(members):
     xb, guide_a, guide_b, _ = members
+    rng = np.random.default_rng(0)
     with pytest.raises(ValueError, match="guide_backgrounds"):
-        MeanShift().generate(xb, guide_a, K, np.random.default_rng(0))
+        MeanShift().generate(xb, guide_a, K, rng)
+    with pytest.raises(ValueError, match="must match guide analyses"):
+        MeanShift().generate(xb, guide_a, K, rng, guide_backgrounds=guide_b[:3])
     with pytest.raises(ValueError, match="one background per emulated member"):
-        MeanShift().generate(xb, guide_a, K + 1, np.random.default_rng(0), guide_backgrounds=guide_b)
-    with pytest.raises(ValueError, match="real_analyses"):
-        Oracle().generate(xb, guide_a, K, np.random.default_rng(0))
+        MeanShift().generate(xb, guide_a, K + 1, rng, guide_backgrounds=guide_b)
     with pytest.raises(ValueError, match="at least 2 real members"):
-        GaussianResampling().generate(xb, guide_a[:1], K, np.random.default_rng(0))
+        GaussianResampling().generate(xb, guide_a[:1], K, rng)
     with pytest.raises(ValueError, match="state size"):
-        GaussianResampling().generate(xb[:, :5], guide_a, K, np.random.default_rng(0))
+        GaussianResampling().generate(xb[:, :5], guide_a, K, rng)
+    with pytest.raises(ValueError, match="batch of experiments"):
+        GaussianResampling().generate(np.stack([xb, xb]), guide_a, K, rng)
     with pytest.raises(RuntimeError, match="never calls generate"):
-        NoEmulation().generate(xb, guide_a, K, np.random.default_rng(0))
+        NoEmulation().generate(xb, guide_a, K, rng)
+
+
+def test_a_wrong_output_shape_is_caught_by_the_base_class(members):
+    class Wrong(MemberEmulator):
+        name = "wrong"
+
+        def _generate(self, backgrounds, guide_analyses, n_members, rng, *, guide_backgrounds, observations):
+            return guide_analyses[..., :1, :]
+
+    xb, guide_a, _, _ = members
+    with pytest.raises(ValueError, match=r"wrong: emulated members have shape \(1, 40\), expected \(10, 40\)"):
+        Wrong().generate(xb, guide_a, K, np.random.default_rng(0))
 
 
 def test_get_emulator_errors(tmp_path):
@@ -120,51 +159,3 @@ def test_get_emulator_errors(tmp_path):
     ckpt = tmp_path / "generator.ckpt"
     with pytest.raises(ValueError, match="checkpoint.*member-generator capability"):
         get_emulator(str(ckpt))
-
-
-# ---- in the cycle ------------------------------------------------------------------------------------------
-
-SHORT = ExperimentConfig.from_preset("pan2026", cycles=300, spinup=50, seed=4, n_real=10)
-
-
-def test_oracle_hybrid_equals_the_full_eda_exactly():
-    result = run_hybrid(replace(SHORT, emulator="oracle"))
-    for key in ("analysis_rmse", "background_rmse", "analysis_spread"):
-        np.testing.assert_array_equal(result.hybrid.output.series[key], result.full.output.series[key])
-    assert result.hybrid.output.experiments[0]["rank_histogram"] == result.full.output.experiments[0]["rank_histogram"]
-    summary = result.summary()
-    assert summary["analysis_rmse_ratio"] == 1.0
-    assert summary["full"]["analysis_rmse"] == summary["hybrid"]["analysis_rmse"] < 0.3
-
-
-def test_hybrid_keeps_the_first_real_members(monkeypatch):
-    """Members 0..N_s-1 are the method's analyses; N_s..N-1 come from the emulator (here: a constant)."""
-
-    class Constant(MemberEmulator):
-        name = "constant"
-
-        def generate(self, backgrounds, guide_analyses, n_members, rng, *, guide_backgrounds=None, real_analyses=None):
-            return np.full(backgrounds.shape, 8.0)
-
-    monkeypatch.setitem(EMULATORS, "constant", Constant)
-    config = replace(SHORT, emulator="constant", cycles=20, spinup=0)
-    result = run_experiment(config, archive=True)
-    an = result.archive.analysis  # [T, N, n]
-    np.testing.assert_array_equal(an[:, 10:], 8.0)
-    assert not np.allclose(an[:, :10], 8.0)
-    # The real members of the first cycle are exactly the full 20-member ETKF of the first background.
-    from hybrid_eda.l96.filters import ETKF
-
-    etkf = ETKF(config.model(), config.observations(), inflation=config.inflation)
-    y0 = result.archive.observations[0][None, :]  # [1, p]
-    np.testing.assert_allclose(etkf.analyse(result.archive.background[0], y0)[:10], an[0, :10], atol=1e-12)
-
-
-def test_none_emulator_runs_an_n_real_member_eda():
-    result = run_hybrid(replace(SHORT, emulator="none"))
-    summary = result.summary()
-    assert summary["hybrid"]["members"] == 10 and len(summary["hybrid"]["rank_histogram"]) == 11
-    assert summary["full"]["members"] == 20
-    # Same truth: a plain 10-member run with the same seed gives the same scores.
-    plain = run_experiment(replace(SHORT, members=10, emulator=None, n_real=None))
-    assert plain.score("analysis_rmse") == pytest.approx(result.hybrid.score("analysis_rmse"), rel=1e-12)

@@ -32,6 +32,9 @@ _EXPORTS = {
     "EMULATORS": "hybrid_eda.l96.emulators",
     "MemberEmulator": "hybrid_eda.l96.emulators",
     "get_emulator": "hybrid_eda.l96.emulators",
+    "BOUNDS": "hybrid_eda.l96.emulators",
+    "UpperBound": "hybrid_eda.l96.emulators",
+    "get_member_source": "hybrid_eda.l96.emulators",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -244,10 +244,12 @@ def etkf_update(ens, y, idx, r_inv, inflation, rot, out):  # pragma: no cover - 
     """Symmetric square-root ETKF for every experiment of ``ens [K, N, n]`` with ``y [K, p]``.
 
     ``rot [K, N, N]`` are mean-preserving rotations applied on the left of the transform (pass ``[0, N, N]``
-    for none). Writes the analysis to ``out [K, N, n]``; returns -1, or the index of the first experiment
-    whose background is not finite (its analysis is left unwritten).
+    for none). Writes the analysis to ``out [K, N_out, n]``: the first ``N_out <= N`` members (the transform
+    uses all N); returns -1, or the index of the first experiment whose background is not finite (its analysis
+    is left unwritten).
     """
     n_exp, n_mem, n = ens.shape
+    n_out = out.shape[1]
     p = idx.shape[0]
     n1 = n_mem - 1.0
     mean = np.empty(n)
@@ -276,11 +278,11 @@ def etkf_update(ens, y, idx, r_inv, inflation, rot, out):  # pragma: no cover - 
         t = vs @ v.T  # symmetric transform [N, N]
         if rot.shape[0] > 0:
             t = rot[k] @ t
-        for i in range(n_mem):
+        for i in range(n_out):
             for j in range(n_mem):
                 t[i, j] += w[j]
-        xa = t @ anom  # [N, n]
-        for i in range(n_mem):
+        xa = np.ascontiguousarray(t[:n_out]) @ anom  # [N_out, n]
+        for i in range(n_out):
             for j in range(n):
                 out[k, i, j] = mean[j] + xa[i, j]
     return -1
@@ -313,29 +315,34 @@ def enkf_update(ens, y, pert, idx, r_inv, inflation, out):  # pragma: no cover -
     """Perturbed-observation EnKF for ``ens [K, N, n]``, ``y [K, p]``, perturbations ``pert [K, N, p]``.
 
     Every member ``i`` assimilates ``y + pert_i`` with the Kalman gain of the inflated ensemble, written in
-    ensemble space ``K = A^T (Y R^-1 Y^T + (N-1) I)^-1 Y R^-1``. Returns -1 or the first non-finite experiment.
+    ensemble space ``K = A^T (Y R^-1 Y^T + (N-1) I)^-1 Y R^-1``. Only the first ``N_out`` members are updated
+    (``pert [K, N_out, p]``, ``out [K, N_out, n]``; the gain uses all N). Returns -1 or the first non-finite
+    experiment.
     """
     n_exp, n_mem, n = ens.shape
+    n_out = out.shape[1]
     p = idx.shape[0]
     n1 = n_mem - 1.0
     mean = np.empty(n)
     anom = np.empty((n_mem, n))
     yanom = np.empty((n_mem, p))
-    innov = np.empty((n_mem, p))
+    innov = np.empty((n_out, p))
     for k in range(n_exp):
         if not _inflated_anomalies(ens[k], inflation, mean, anom):
             return k
         for i in range(n_mem):
             for q in range(p):
                 yanom[i, q] = anom[i, idx[q]]
+        for i in range(n_out):
+            for q in range(p):
                 innov[i, q] = y[k, q] + pert[k, i, q] - (mean[idx[q]] + anom[i, idx[q]])
         m = (yanom @ yanom.T) * r_inv  # [N, N]
         for i in range(n_mem):
             m[i, i] += n1
-        g = (innov @ yanom.T) * r_inv  # [N, N]: g[i, j] = d_i . Y_j / r
-        x = np.linalg.solve(m, g.T)  # [N, N]
-        inc = x.T @ anom  # [N, n]
-        for i in range(n_mem):
+        g = (innov @ yanom.T) * r_inv  # [N_out, N]: g[i, j] = d_i . Y_j / r
+        x = np.linalg.solve(m, np.ascontiguousarray(g.T))  # [N, N_out]
+        inc = x.T @ anom  # [N_out, n]
+        for i in range(n_out):
             for j in range(n):
                 out[k, i, j] = mean[j] + anom[i, j] + inc[i, j]
     return -1

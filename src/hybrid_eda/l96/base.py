@@ -13,7 +13,7 @@ import numpy as np
 from hybrid_eda.l96.model import Lorenz96
 from hybrid_eda.l96.observations import ObservationOperator
 
-__all__ = ["Assimilator", "FilterDivergenceError"]
+__all__ = ["Assimilator", "FilterDivergenceError", "analyses_kept"]
 
 
 class FilterDivergenceError(RuntimeError):
@@ -44,7 +44,14 @@ class Assimilator(ABC):
         self.obs = obs
 
     @abstractmethod
-    def analyse(self, background: np.ndarray, observations: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def analyse(
+        self,
+        background: np.ndarray,
+        observations: np.ndarray,
+        rng: np.random.Generator,
+        *,
+        n_analyses: int | None = None,
+    ) -> np.ndarray:
         """Assimilate one window.
 
         Parameters
@@ -55,9 +62,24 @@ class Assimilator(ABC):
             Observations ``[..., L, p]`` at the window's observation times.
         rng : np.random.Generator
             Source of all randomness (perturbed observations, random rotations).
+        n_analyses : int, optional
+            Return the analyses of the first ``n_analyses`` members only (the N_s real members of a hybrid
+            cycle); the method still uses all N backgrounds for its covariance, but the other analyses are
+            never computed, so nothing downstream can read them. ``None``: all N.
 
         Returns
         -------
         np.ndarray
-            Analysis ensemble ``[..., N, n]`` at the cycle time.
+            Analysis ensemble ``[..., N, n]`` (``[..., n_analyses, n]``) at the cycle time.
         """
+
+
+def analyses_kept(n_analyses: int | None, n_members: int) -> int:
+    """How many analyses ``analyse(..., n_analyses=...)`` returns for ``n_members`` backgrounds (checked)."""
+    if n_analyses is None:
+        return n_members
+    if int(n_analyses) != n_analyses or not 1 <= n_analyses <= n_members:
+        raise ValueError(
+            f"n_analyses must be an integer between 1 and the ensemble size N={n_members}, got {n_analyses!r}."
+        )
+    return int(n_analyses)

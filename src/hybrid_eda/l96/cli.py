@@ -5,28 +5,30 @@
     hybrid-eda l96 table --cycles 3000 --sweep            # all emulators side by side, best inflation each
     hybrid-eda l96 presets
 
-The top-level ``hybrid-eda`` parser calls :func:`add_parser` and then ``args.func(args)``. Bad input and filter
-divergence (a non-finite state) are printed as one line on stderr without a traceback, with exit status 2
-and 1 (``SystemExit``).
+The top-level ``hybrid-eda`` parser calls :func:`add_parser` and then ``args.func(args)``; its ``main`` prints bad
+input (exit 2) and filter divergence (a non-finite state, exit 1) as one line on stderr without a traceback
+(:mod:`hybrid_eda.errors`). Output paths are checked while parsing, before any cycle runs.
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
 import logging
 import sys
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
+
+from hybrid_eda.outputs import output_dir, output_file
 
 __all__ = ["add_parser", "demo", "build_parser", "main"]
 
 LOGGER = logging.getLogger(__name__)
 
-#: Inflations tried by ``--sweep`` (per emulator, the lowest analysis RMSE wins).
-DEFAULT_SWEEP = (1.0, 1.02, 1.05, 1.1, 1.2)
+#: The inflation grid of ``l96 table`` (and ``--sweep``): per row, the lowest median analysis RMSE over seeds wins.
+DEFAULT_SWEEP = (1.0, 1.02, 1.03, 1.05, 1.1, 1.2, 1.3)
+#: Seeds of ``l96 hybrid`` and ``l96 table`` (``--seeds``): a reference number is a distribution over seeds.
+DEFAULT_SEEDS = 32
 
 
 def _experiment_options(p: argparse.ArgumentParser) -> None:
@@ -79,8 +81,17 @@ def _hybrid_options(p: argparse.ArgumentParser, emulator_default: str | None) ->
             help="none, mean-shift, rescaled-anomalies, gaussian, oracle, or 'all' for the table "
             "(later: a trained generator checkpoint)",
         )
-    p.add_argument("--inflations", help="comma-separated inflations to try per emulator (table), e.g. 1.0,1.02,1.05")
-    p.add_argument("--sweep", action="store_true", help=f"try inflations {', '.join(map(str, DEFAULT_SWEEP))}")
+    p.add_argument(
+        "--seeds",
+        type=int,
+        help=f"number S of seeds --seed .. --seed + S - 1, run as one batch (default {DEFAULT_SEEDS}; --batch is "
+        "a synonym); every configuration reports the median over them, the 10-90%% band and the fraction that "
+        "lost track",
+    )
+    p.add_argument("--inflations", help="comma-separated inflation grid per row (table), e.g. 1.0,1.02,1.05")
+    p.add_argument(
+        "--sweep", action="store_true", help=f"the grid {', '.join(map(str, DEFAULT_SWEEP))} (the table's default)"
+    )
 
 
 def add_parser(subparsers: Any) -> None:
@@ -100,11 +111,11 @@ def add_parser(subparsers: Any) -> None:
     )
     _experiment_options(run)
     out = run.add_argument_group("output")
-    out.add_argument("--json", type=Path, help="write the JSON summary here")
-    out.add_argument("--plot", type=Path, help="write one PNG (RMSE/spread time series + rank histogram)")
-    out.add_argument("--plots", type=Path, help="write timeseries.png and rank_histogram.png into this folder")
-    out.add_argument("--archive", type=Path, help="keep every cycle's members, truth and obs; save to PATH.npz")
-    run.set_defaults(func=_guarded(cmd_run))
+    out.add_argument("--json", type=output_file, help="write the JSON summary here")
+    out.add_argument("--plot", type=output_file, help="write one PNG (RMSE/spread time series + rank histogram)")
+    out.add_argument("--plots", type=output_dir, help="write timeseries.png and rank_histogram.png into this folder")
+    out.add_argument("--archive", type=output_file, help="keep every cycle's members, truth and obs; save to PATH.npz")
+    run.set_defaults(func=cmd_run)
 
     hyb = sub.add_parser(
         "hybrid",
@@ -114,9 +125,9 @@ def add_parser(subparsers: Any) -> None:
     )
     _experiment_options(hyb)
     _hybrid_options(hyb, None)
-    hyb.add_argument("--json", type=Path, help="write the JSON (full and hybrid entries) here")
-    hyb.add_argument("--plot", type=Path, help="write a PNG of full vs hybrid")
-    hyb.set_defaults(func=_guarded(cmd_hybrid), preset="pan2026")
+    hyb.add_argument("--json", type=output_file, help="write the JSON (full and hybrid entries) here")
+    hyb.add_argument("--plot", type=output_file, help="write a PNG of full vs hybrid")
+    hyb.set_defaults(func=cmd_hybrid, preset="pan2026")
 
     table = sub.add_parser(
         "table",
@@ -125,31 +136,12 @@ def add_parser(subparsers: Any) -> None:
     )
     _experiment_options(table)
     _hybrid_options(table, "all")
-    table.add_argument("--json", type=Path, help="write the table as JSON")
-    table.add_argument("--plot", type=Path, help="write a bar chart PNG")
-    table.set_defaults(func=_guarded(cmd_table), preset="pan2026", emulator="all")
+    table.add_argument("--json", type=output_file, help="write the table as JSON")
+    table.add_argument("--plot", type=output_file, help="write a bar chart PNG")
+    table.set_defaults(func=cmd_table, preset="pan2026", emulator="all")
 
     presets = sub.add_parser("presets", help="list the presets and their expected scores")
-    presets.set_defaults(func=_guarded(cmd_presets))
-
-
-def _guarded(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """Print bad input and divergence as one line on stderr and exit non-zero, without a traceback."""
-
-    @functools.wraps(func)
-    def wrapper(args: argparse.Namespace) -> int:
-        from hybrid_eda.l96.base import FilterDivergenceError
-
-        try:
-            return func(args)
-        except FilterDivergenceError as err:
-            print(f"hybrid-eda l96: error: {err}", file=sys.stderr)
-            raise SystemExit(1) from None
-        except ValueError as err:
-            print(f"hybrid-eda l96: error: {err}", file=sys.stderr)
-            raise SystemExit(2) from None
-
-    return wrapper
+    presets.set_defaults(func=cmd_presets)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -180,6 +172,16 @@ def _inflations(args: argparse.Namespace) -> list[float] | None:
     return list(DEFAULT_SWEEP) if args.sweep else None
 
 
+def _seeds(args: argparse.Namespace) -> int:
+    """Seeds of a hybrid or table run: ``--seeds``, else ``--batch`` when given, else :data:`DEFAULT_SEEDS`."""
+    if args.seeds is not None and args.batch not in (1, args.seeds):
+        raise ValueError(f"--seeds {args.seeds} and --batch {args.batch} disagree; give only --seeds.")
+    seeds = args.seeds if args.seeds is not None else (args.batch if args.batch != 1 else DEFAULT_SEEDS)
+    if seeds < 1:
+        raise ValueError(f"--seeds must be at least 1, got {seeds}; use e.g. --seeds 32.")
+    return seeds
+
+
 def cmd_hybrid(args: argparse.Namespace) -> int:
     if args.emulator == "all":
         return cmd_table(args)
@@ -188,14 +190,18 @@ def cmd_hybrid(args: argparse.Namespace) -> int:
 
     if _inflations(args):
         raise ValueError("--inflations/--sweep pick the best inflation per emulator: use them with --emulator all.")
-    config = ExperimentConfig.from_preset(
-        args.preset, **_config_overrides(args), n_real=args.n_real, emulator=args.emulator
-    )
+    overrides = _config_overrides(args) | {"batch": _seeds(args)}
+    config = ExperimentConfig.from_preset(args.preset, **overrides, n_real=args.n_real, emulator=args.emulator)
     result = run_hybrid(config, progress=not args.no_progress)
     summary = result.summary()
-    print("full:   " + report.format_run(summary["full"]).replace("\n", "\n        "))
-    print("hybrid: " + report.format_run(summary["hybrid"]).replace("\n", "\n        "))
-    print(f"hybrid / full analysis RMSE: {summary['analysis_rmse_ratio']:.3f}")
+    print(
+        f"{config.method} N={config.members}, {config.n_real} real + {config.members - config.n_real} "
+        f"{summary['emulator']} ({summary['kind']}), inflation {config.inflation:g}, {config.cycles} cycles "
+        f"({config.spinup} spin-up)"
+    )
+    print(report.format_hybrid(summary))
+    ratio = summary["median_analysis_rmse_ratio"]
+    print(f"hybrid / full analysis RMSE (medians): {ratio:.3f}")
     if args.json is not None:
         print(f"json: {report.write_json(summary, args.json)}")
     if args.plot is not None:
@@ -207,7 +213,8 @@ def cmd_table(args: argparse.Namespace) -> int:
     from hybrid_eda.l96 import report
     from hybrid_eda.l96.experiment import ExperimentConfig, run_table
 
-    config = ExperimentConfig.from_preset(args.preset, **_config_overrides(args), n_real=args.n_real)
+    overrides = _config_overrides(args) | {"batch": _seeds(args)}
+    config = ExperimentConfig.from_preset(args.preset, **overrides, n_real=args.n_real)
     if config.n_real is None:
         config = replace(config, n_real=config.get_preset().n_real)
     if not 1 <= config.n_real < config.members:  # type: ignore[operator]
@@ -215,12 +222,12 @@ def cmd_table(args: argparse.Namespace) -> int:
             f"--n-real must be between 1 and --members - 1 = {config.members - 1}, got {config.n_real}; "
             "lower --n-real or raise --members."
         )
-    rows = run_table(config, inflations=_inflations(args), progress=not args.no_progress)
+    rows = run_table(config, inflations=_inflations(args) or DEFAULT_SWEEP, progress=not args.no_progress)
     table = report.table_summary(rows)
     table["settings"] = config.to_dict()
     print(
         f"{config.method} N={config.members}, {config.n_real} real + {config.members - config.n_real} emulated, "
-        f"{config.cycles} cycles ({config.spinup} spin-up), seed {config.seed}"
+        f"{config.cycles} cycles ({config.spinup} spin-up), seeds {config.seed}-{config.seed + config.batch - 1}"
     )
     print(report.format_table(table))
     if args.json is not None:
@@ -247,11 +254,15 @@ def cmd_presets(args: argparse.Namespace) -> int:
     return 0
 
 
+#: The demo's short table: seeds, cycles and inflation grid (the full-size table takes many minutes).
+DEMO_TABLE: dict[str, Any] = {"seeds": 8, "cycles": 1500, "inflations": (1.02, 1.05, 1.1)}
+
+
 def demo(out_dir: Path) -> dict[str, Any]:
     """A short Lorenz-96 demonstration for ``hybrid-eda demo`` (well under a minute on 2 cores).
 
-    Runs the Sakov & Oke (2008) ETKF (N=20, inflation 1.02, 3,000 cycles) and the hybrid table of the seed
-    testbed (10 real + 10 emulated members, 2,000 cycles, best of inflations 1.0-1.2), and writes
+    Runs the Sakov & Oke (2008) ETKF (N=20, inflation 1.02, 3,000 cycles) and a short hybrid table of the seed
+    testbed (10 real + 10 emulated members, :data:`DEMO_TABLE`: medians over 8 seeds of 1,500 cycles), and writes
     ``l96_run.json``, ``l96_run.png``, ``l96_table.json`` and ``l96_table.png`` into ``out_dir``.
 
     Returns
@@ -268,8 +279,9 @@ def demo(out_dir: Path) -> dict[str, Any]:
     summary = run.summary()
     print(report.format_run(summary))
     files = [report.write_json(summary, out_dir / "l96_run.json"), *report.plot_run(run, out_dir / "l96_run.png")]
-    config = ExperimentConfig.from_preset("pan2026", cycles=2000, spinup=500, seed=1)
-    table = report.table_summary(run_table(replace(config, n_real=10), inflations=DEFAULT_SWEEP))
+    config = ExperimentConfig.from_preset("pan2026", cycles=DEMO_TABLE["cycles"], spinup=300, seed=1)
+    config = replace(config, n_real=10, batch=DEMO_TABLE["seeds"])
+    table = report.table_summary(run_table(config, inflations=DEMO_TABLE["inflations"]))
     print(report.format_table(table))
     files += [report.write_json(table, out_dir / "l96_table.json"), report.plot_table(table, out_dir / "l96_table.png")]
     return {"run": summary, "table": table, "files": [str(f) for f in files]}
@@ -283,9 +295,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the stand-alone parser."""
-    args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    """``python -m hybrid_eda.l96.cli l96 ...``: the top-level command (its error handling included)."""
+    from hybrid_eda.cli import main as hybrid_eda_main
+
+    return hybrid_eda_main(argv)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,23 +1,32 @@
 """Member emulators for the hybrid EDA cycle: cheap statistical baselines every ML generator is compared with.
 
-In a hybrid cycle of N members, the DA method produces real analyses for members ``0 .. N_s-1`` and an
-emulator produces members ``N_s .. N-1`` from their own backgrounds and the N_s real analyses. The call
-mirrors the member generator contract of the design card,
+In a hybrid cycle of N members, the DA method produces real analyses for members ``0 .. N_s-1`` only and an
+emulator produces members ``N_s .. N-1``. The call is the member generator contract of the design card,
 ``generate(backgrounds[k, grid, var], guide_analyses[N_s, grid, var], n_members, generator)``: on Lorenz-96
 the grid is the ring of ``n`` variables and there is a single variable, so the trailing ``var`` axis of size 1
 is dropped and arrays are ``[..., k, n]``. Every baseline here also accepts a leading batch of independent
 experiments ``[B, ...]``.
 
-Baselines (analysis RMSE at the best inflation on the seed testbed, 10 real + 10 emulated, in brackets):
+**What an emulator may see.** Its own backgrounds, the N_s real analyses and their backgrounds
+(``guide_backgrounds``), and the window's observations (``observations``). Nothing else: the analyses the
+full EDA would have computed for the emulated members are never computed in a hybrid cycle (the method is
+asked for N_s analyses only), so no emulator, learned or not, can read them. :meth:`MemberEmulator.generate`
+checks the inputs once (a template method) and calls the subclass's :meth:`MemberEmulator._generate`.
 
-* ``none``: no emulation; the cycle is an N_s-member EDA (diverges, > 3.5).
-* ``mean-shift``: ``x_i = x^b_i + mean(x^a_real) - mean(x^b_real)`` (2.6).
+**The upper bound.** :class:`OracleBound` is *not* an emulator: it is handed the hidden analyses explicitly
+by the cycle, which computes them only for it (:data:`BOUNDS`). Its hybrid is the full EDA, which is why it
+is reported as an *upper bound*, never as an emulator score.
+
+Baselines (median analysis RMSE over seeds at the best inflation on the seed testbed, 10 real + 10 emulated:
+see ``hybrid-eda l96 table``):
+
+* ``none``: no emulation; the cycle is an N_s-member EDA (loses track).
+* ``mean-shift``: ``x_i = x^b_i + mean(x^a_real) - mean(x^b_real)``.
 * ``rescaled-anomalies``: ``x_i = mean(x^a_real) + s (x^b_i - mean(x^b_own))``, with ``s`` the ratio of the
-  real analysis to the real background spread (0.75).
-* ``gaussian``: independent draws, variable by variable, from ``N(mean(x^a_real), var(x^a_real))`` (0.48).
+  real analysis to the real background spread.
+* ``gaussian``: independent draws, variable by variable, from ``N(mean(x^a_real), var(x^a_real))``.
 * ``gaussian-full``: draws from ``N(mean(x^a_real), cov(x^a_real))`` with the rank-(N_s-1) sample covariance;
   the emulated members stay in the span of the real ones, so it diverges like ``none`` (a negative control).
-* ``oracle``: the real analyses of the emulated members, i.e. the full EDA (0.187); an upper bound.
 """
 
 from __future__ import annotations
@@ -35,24 +44,35 @@ __all__ = [
     "RescaledAnomalies",
     "GaussianResampling",
     "SampleCovarianceResampling",
-    "Oracle",
+    "UpperBound",
+    "OracleBound",
     "EMULATORS",
+    "BOUNDS",
     "get_emulator",
+    "get_member_source",
 ]
 
 
 class MemberEmulator(ABC):
-    """Produces analysis members from their own backgrounds and the N_s real (guide) analyses.
+    """Produces analysis members from their own backgrounds, the N_s real (guide) analyses and observations.
 
-    Subclasses set ``name`` (the registry key) and implement :meth:`generate`.
+    Subclasses set ``name`` (the registry key) and the class flags below, and implement :meth:`_generate`;
+    the public :meth:`generate` checks the shapes once for all of them.
     """
 
     #: Registry key, used on the command line (``--emulator NAME``).
     name: ClassVar[str] = ""
     #: True when the hybrid is just an N_s-member EDA (the cycle then never calls :meth:`generate`).
     reduces_ensemble: ClassVar[bool] = False
+    #: Maps each background to one member, so ``backgrounds`` must hold ``n_members`` rows.
+    one_per_background: ClassVar[bool] = False
+    #: Needs ``guide_backgrounds`` (the backgrounds of the real members).
+    needs_guide_backgrounds: ClassVar[bool] = False
+    #: Smallest usable N_s (2 to estimate a spread).
+    min_guides: ClassVar[int] = 1
+    #: Accepts a leading batch of experiments; otherwise the cycle calls it once per experiment.
+    supports_batch: ClassVar[bool] = True
 
-    @abstractmethod
     def generate(
         self,
         backgrounds: np.ndarray,
@@ -61,7 +81,7 @@ class MemberEmulator(ABC):
         rng: np.random.Generator,
         *,
         guide_backgrounds: np.ndarray | None = None,
-        real_analyses: np.ndarray | None = None,
+        observations: np.ndarray | None = None,
     ) -> np.ndarray:
         """Emulate ``n_members`` analysis members.
 
@@ -74,38 +94,81 @@ class MemberEmulator(ABC):
         n_members : int
             Number of members to produce.
         rng : np.random.Generator
-            Source of all randomness.
+            Source of all randomness (in the cycle: one stream per experiment of the batch).
         guide_backgrounds : np.ndarray, optional
             ``[..., N_s, n]`` backgrounds of the real members (their analysis increments).
-        real_analyses : np.ndarray, optional
-            ``[..., k, n]`` the real analyses of the emulated members; only the oracle may read them.
+        observations : np.ndarray, optional
+            ``[..., L, p]`` the window's observations.
 
         Returns
         -------
         np.ndarray
             ``[..., n_members, n]`` emulated analysis members.
         """
+        self._check(backgrounds, guide_analyses, n_members, guide_backgrounds)
+        out = self._generate(
+            backgrounds, guide_analyses, n_members, rng, guide_backgrounds=guide_backgrounds, observations=observations
+        )
+        expected = guide_analyses.shape[:-2] + (n_members, guide_analyses.shape[-1])
+        if out.shape != expected:
+            raise ValueError(f"{self.name}: emulated members have shape {out.shape}, expected {expected}.")
+        return out
+
+    @abstractmethod
+    def _generate(
+        self,
+        backgrounds: np.ndarray,
+        guide_analyses: np.ndarray,
+        n_members: int,
+        rng: np.random.Generator,
+        *,
+        guide_backgrounds: np.ndarray | None,
+        observations: np.ndarray | None,
+    ) -> np.ndarray:
+        """The emulator itself, on inputs :meth:`generate` has checked; returns ``[..., n_members, n]``."""
+
+    def _check(
+        self,
+        backgrounds: np.ndarray,
+        guide_analyses: np.ndarray,
+        n_members: int,
+        guide_backgrounds: np.ndarray | None,
+    ) -> None:
+        """Raise a ``ValueError`` when the arrays cannot describe the same members and state."""
+        if backgrounds.ndim < 2 or guide_analyses.ndim < 2:
+            raise ValueError(
+                f"emulator inputs must be [..., members, n]; got backgrounds {backgrounds.shape} "
+                f"and guide analyses {guide_analyses.shape}."
+            )
+        if backgrounds.shape[-1] != guide_analyses.shape[-1]:
+            raise ValueError(
+                f"backgrounds {backgrounds.shape} and guide analyses {guide_analyses.shape} disagree on the state size."
+            )
+        if backgrounds.shape[:-2] != guide_analyses.shape[:-2]:
+            raise ValueError(
+                f"backgrounds {backgrounds.shape} and guide analyses {guide_analyses.shape} disagree on the "
+                "batch of experiments (leading axes)."
+            )
+        if self.one_per_background and backgrounds.shape[-2] != n_members:
+            raise ValueError(
+                f"{self.name} maps each background to one member: got {backgrounds.shape[-2]} backgrounds "
+                f"for n_members={n_members}; pass one background per emulated member."
+            )
+        if guide_analyses.shape[-2] < self.min_guides:
+            raise ValueError(
+                f"{self.name} needs at least {self.min_guides} real members to estimate a spread, "
+                f"got N_s={guide_analyses.shape[-2]}; use --n-real {self.min_guides} or more."
+            )
+        if self.needs_guide_backgrounds:
+            if guide_backgrounds is None:
+                raise ValueError(f"{self.name} needs guide_backgrounds (the backgrounds of the real members).")
+            if guide_backgrounds.shape != guide_analyses.shape:
+                raise ValueError(
+                    f"guide_backgrounds {guide_backgrounds.shape} must match guide analyses {guide_analyses.shape}."
+                )
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
-
-
-def _check_shapes(backgrounds: np.ndarray, guide_analyses: np.ndarray, n_members: int, need_k: bool) -> None:
-    """Raise a ``ValueError`` when the arrays cannot describe the same members and state."""
-    if backgrounds.ndim < 2 or guide_analyses.ndim < 2:
-        raise ValueError(
-            f"emulator inputs must be [..., members, n]; got backgrounds {backgrounds.shape} "
-            f"and guide analyses {guide_analyses.shape}."
-        )
-    if backgrounds.shape[-1] != guide_analyses.shape[-1]:
-        raise ValueError(
-            f"backgrounds {backgrounds.shape} and guide analyses {guide_analyses.shape} disagree on the state size."
-        )
-    if need_k and backgrounds.shape[-2] != n_members:
-        raise ValueError(
-            f"this emulator maps each background to one member: got {backgrounds.shape[-2]} backgrounds "
-            f"for n_members={n_members}; pass one background per emulated member."
-        )
 
 
 class NoEmulation(MemberEmulator):
@@ -114,16 +177,7 @@ class NoEmulation(MemberEmulator):
     name = "none"
     reduces_ensemble = True
 
-    def generate(
-        self,
-        backgrounds: np.ndarray,
-        guide_analyses: np.ndarray,
-        n_members: int,
-        rng: np.random.Generator,
-        *,
-        guide_backgrounds: np.ndarray | None = None,
-        real_analyses: np.ndarray | None = None,
-    ) -> np.ndarray:
+    def _generate(self, backgrounds, guide_analyses, n_members, rng, *, guide_backgrounds, observations):
         raise RuntimeError(
             "the 'none' emulator produces no members: the hybrid cycle runs the DA method with the N_s real "
             "members only and never calls generate()."
@@ -140,20 +194,10 @@ class MeanShift(MemberEmulator):
     """
 
     name = "mean-shift"
+    one_per_background = True
+    needs_guide_backgrounds = True
 
-    def generate(
-        self,
-        backgrounds: np.ndarray,
-        guide_analyses: np.ndarray,
-        n_members: int,
-        rng: np.random.Generator,
-        *,
-        guide_backgrounds: np.ndarray | None = None,
-        real_analyses: np.ndarray | None = None,
-    ) -> np.ndarray:
-        _check_shapes(backgrounds, guide_analyses, n_members, need_k=True)
-        if guide_backgrounds is None:
-            raise ValueError("mean-shift needs guide_backgrounds (the backgrounds of the real members).")
+    def _generate(self, backgrounds, guide_analyses, n_members, rng, *, guide_backgrounds, observations):
         increment = guide_analyses.mean(axis=-2, keepdims=True) - guide_backgrounds.mean(axis=-2, keepdims=True)
         return backgrounds + increment  # [..., k, n]
 
@@ -167,22 +211,11 @@ class RescaledAnomalies(MemberEmulator):
     """
 
     name = "rescaled-anomalies"
+    one_per_background = True
+    needs_guide_backgrounds = True
+    min_guides = 2
 
-    def generate(
-        self,
-        backgrounds: np.ndarray,
-        guide_analyses: np.ndarray,
-        n_members: int,
-        rng: np.random.Generator,
-        *,
-        guide_backgrounds: np.ndarray | None = None,
-        real_analyses: np.ndarray | None = None,
-    ) -> np.ndarray:
-        _check_shapes(backgrounds, guide_analyses, n_members, need_k=True)
-        if guide_backgrounds is None:
-            raise ValueError("rescaled-anomalies needs guide_backgrounds (the backgrounds of the real members).")
-        if guide_analyses.shape[-2] < 2:
-            raise ValueError("rescaled-anomalies needs at least 2 real members to measure their spread.")
+    def _generate(self, backgrounds, guide_analyses, n_members, rng, *, guide_backgrounds, observations):
         var_a = guide_analyses.var(axis=-2, ddof=1).sum(axis=-1)  # [...]
         var_b = guide_backgrounds.var(axis=-2, ddof=1).sum(axis=-1)  # [...]
         scale = np.sqrt(var_a / np.maximum(var_b, np.finfo(float).tiny))[..., None, None]
@@ -203,20 +236,9 @@ class GaussianResampling(MemberEmulator):
     """
 
     name = "gaussian"
+    min_guides = 2
 
-    def generate(
-        self,
-        backgrounds: np.ndarray,
-        guide_analyses: np.ndarray,
-        n_members: int,
-        rng: np.random.Generator,
-        *,
-        guide_backgrounds: np.ndarray | None = None,
-        real_analyses: np.ndarray | None = None,
-    ) -> np.ndarray:
-        _check_shapes(backgrounds, guide_analyses, n_members, need_k=False)
-        if guide_analyses.shape[-2] < 2:
-            raise ValueError("gaussian resampling needs at least 2 real members to estimate a variance.")
+    def _generate(self, backgrounds, guide_analyses, n_members, rng, *, guide_backgrounds, observations):
         mean = guide_analyses.mean(axis=-2, keepdims=True)  # [..., 1, n]
         std = guide_analyses.std(axis=-2, ddof=1, keepdims=True)  # [..., 1, n]
         z = rng.standard_normal(guide_analyses.shape[:-2] + (n_members, guide_analyses.shape[-1]))
@@ -233,68 +255,77 @@ class SampleCovarianceResampling(MemberEmulator):
     """
 
     name = "gaussian-full"
+    min_guides = 2
 
-    def generate(
-        self,
-        backgrounds: np.ndarray,
-        guide_analyses: np.ndarray,
-        n_members: int,
-        rng: np.random.Generator,
-        *,
-        guide_backgrounds: np.ndarray | None = None,
-        real_analyses: np.ndarray | None = None,
-    ) -> np.ndarray:
-        _check_shapes(backgrounds, guide_analyses, n_members, need_k=False)
+    def _generate(self, backgrounds, guide_analyses, n_members, rng, *, guide_backgrounds, observations):
         n_s = guide_analyses.shape[-2]
-        if n_s < 2:
-            raise ValueError("gaussian-full resampling needs at least 2 real members to estimate a covariance.")
         mean = guide_analyses.mean(axis=-2, keepdims=True)  # [..., 1, n]
         anomalies = guide_analyses - mean  # [..., N_s, n]
         z = rng.standard_normal(guide_analyses.shape[:-2] + (n_members, n_s))  # [..., n_members, N_s]
         return mean + (z @ anomalies) / np.sqrt(n_s - 1)  # [..., n_members, n]
 
 
-class Oracle(MemberEmulator):
-    """The real analyses of the emulated members: the hybrid equals the full EDA (an upper bound)."""
-
-    name = "oracle"
-
-    def generate(
-        self,
-        backgrounds: np.ndarray,
-        guide_analyses: np.ndarray,
-        n_members: int,
-        rng: np.random.Generator,
-        *,
-        guide_backgrounds: np.ndarray | None = None,
-        real_analyses: np.ndarray | None = None,
-    ) -> np.ndarray:
-        _check_shapes(backgrounds, guide_analyses, n_members, need_k=True)
-        if real_analyses is None:
-            raise ValueError("the oracle needs real_analyses (the full EDA's analyses of the emulated members).")
-        if real_analyses.shape != backgrounds.shape:
-            raise ValueError(f"real_analyses {real_analyses.shape} must match backgrounds {backgrounds.shape}.")
-        return real_analyses.copy()
-
-
-#: Registry of the built-in emulators, by command-line name.
+#: Registry of the built-in emulators, by command-line name (the upper bounds are in :data:`BOUNDS`).
 EMULATORS: dict[str, type[MemberEmulator]] = {
-    cls.name: cls
-    for cls in (NoEmulation, MeanShift, RescaledAnomalies, GaussianResampling, SampleCovarianceResampling, Oracle)
+    cls.name: cls for cls in (NoEmulation, MeanShift, RescaledAnomalies, GaussianResampling, SampleCovarianceResampling)
 }
 
 
+# ------------------------------------------------------------------------------------------------------------
+# upper bounds: given the hidden analyses, never an emulator
+
+
+class UpperBound(ABC):
+    """A reference that is *given* the analyses the full EDA computes for the emulated members.
+
+    Not a :class:`MemberEmulator`: the cycle computes all N analyses only when the member source is an
+    ``UpperBound``, and passes the hidden ones explicitly. Its score bounds what any emulator can reach; the
+    tables label it ``upper bound``.
+    """
+
+    name: ClassVar[str] = ""
+    #: How tables and JSON label it.
+    label: ClassVar[str] = "upper bound"
+    reduces_ensemble: ClassVar[bool] = False
+
+    @abstractmethod
+    def members(self, hidden_analyses: np.ndarray, backgrounds: np.ndarray) -> np.ndarray:
+        """``[..., k, n]`` members from the hidden analyses ``[..., k, n]`` and their backgrounds ``[..., k, n]``."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class OracleBound(UpperBound):
+    """The real analyses of the emulated members: the hybrid is the full EDA (the upper bound of every emulator)."""
+
+    name = "oracle"
+
+    def members(self, hidden_analyses: np.ndarray, backgrounds: np.ndarray) -> np.ndarray:
+        if hidden_analyses.shape != backgrounds.shape:
+            raise ValueError(f"hidden analyses {hidden_analyses.shape} must match backgrounds {backgrounds.shape}.")
+        return hidden_analyses.copy()
+
+
+#: Registry of the upper bounds, by command-line name.
+BOUNDS: dict[str, type[UpperBound]] = {cls.name: cls for cls in (OracleBound,)}
+
+
 def get_emulator(spec: str) -> MemberEmulator:
-    """An emulator from its registry name; a checkpoint path or an unknown name is a clear ``ValueError``.
+    """An emulator from its registry name; a checkpoint path, a bound or an unknown name is a ``ValueError``.
 
     Parameters
     ----------
     spec : str
         One of :data:`EMULATORS` (``none``, ``mean-shift``, ``rescaled-anomalies``, ``gaussian``,
-        ``gaussian-full``, ``oracle``), or later the path of a trained member generator checkpoint.
+        ``gaussian-full``), or later the path of a trained member generator checkpoint.
     """
     if spec in EMULATORS:
         return EMULATORS[spec]()
+    if spec in BOUNDS:
+        raise ValueError(
+            f"{spec!r} is an upper bound given the hidden analyses, not an emulator; use get_member_source()."
+        )
     looks_like_path = "/" in spec or spec.endswith((".ckpt", ".pt", ".pth")) or Path(spec).exists()
     if looks_like_path:
         raise ValueError(
@@ -303,5 +334,13 @@ def get_emulator(spec: str) -> MemberEmulator:
             f"for now use one of the baselines: {', '.join(EMULATORS)}."
         )
     raise ValueError(
-        f"unknown emulator {spec!r}; available emulators: {', '.join(EMULATORS)} (or 'all' for the table)."
+        f"unknown emulator {spec!r}; available emulators: {', '.join(EMULATORS)}, the upper bound "
+        f"{', '.join(BOUNDS)} (or 'all' for the table)."
     )
+
+
+def get_member_source(spec: str) -> MemberEmulator | UpperBound:
+    """An emulator (:data:`EMULATORS`) or an upper bound (:data:`BOUNDS`) from its command-line name."""
+    if spec in BOUNDS:
+        return BOUNDS[spec]()
+    return get_emulator(spec)

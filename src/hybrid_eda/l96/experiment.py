@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable, Sequence
+import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
@@ -22,11 +23,19 @@ import numpy as np
 
 from hybrid_eda.l96.archive import EDAArchive
 from hybrid_eda.l96.base import Assimilator, FilterDivergenceError
-from hybrid_eda.l96.cycle import CycleOutput, CycleSettings, HybridSetting, run_cycles
-from hybrid_eda.l96.emulators import EMULATORS, get_emulator
+from hybrid_eda.l96.cycle import (
+    CycleOutput,
+    CycleSettings,
+    HybridSetting,
+    check_memory,
+    memory_parts,
+    run_cycles,
+)
+from hybrid_eda.l96.emulators import BOUNDS, EMULATORS, get_member_source
 from hybrid_eda.l96.model import Lorenz96
 from hybrid_eda.l96.observations import ObservationOperator
-from hybrid_eda.l96.presets import ExpectedScore, Preset, get_preset
+from hybrid_eda.l96.presets import TWIN_FIELDS, ExpectedScore, ExperimentSettings, Preset, get_preset
+from hybrid_eda.l96.seed_stats import SeedDistribution
 
 __all__ = [
     "ExperimentConfig",
@@ -38,6 +47,7 @@ __all__ = [
     "run_experiment",
     "run_hybrid",
     "run_table",
+    "seed_distribution",
 ]
 
 LOGGER = logging.getLogger(__name__)
@@ -53,121 +63,112 @@ B_MODES = ("ensemble", "static", "hybrid")
 class ExperimentConfig:
     """Everything that defines one Lorenz-96 experiment (or a batch of independent ones).
 
-    Build it with :meth:`from_preset`, which fills every field the caller leaves out from the named preset.
+    Every setting has one definition and one default, in :class:`~hybrid_eda.l96.presets.ExperimentSettings`
+    (a preset is a named set of them). Here each setting field defaults to ``None``, "the preset's", and
+    :func:`resolve_settings` fills them in once, with the method-dependent rules (a filter's window is 1, only
+    the ETKF rotates, OI and 3D-Var run one member without inflation). After construction every setting is set,
+    and ``ExperimentConfig(preset=p, **settings) == ExperimentConfig.from_preset(p, **settings)``.
 
     Parameters
     ----------
     preset : str
-        Preset the twin experiment and the expected scores come from (``sakov2008``, ``pan2026``).
-    method : str
-        DA method, a key of :data:`METHODS` (``etkf``, ``enkf``, ``4dvar``, ``oi``, ``3dvar``).
-    members : int
-        Ensemble size N (forced to 1 for the deterministic ``oi`` and ``3dvar``).
-    inflation : float
-        Multiplicative inflation of the background anomalies (>= 1).
-    cycles, spinup : int
-        Cycles run, and the first ones left out of the scores (None: the preset's spin-up, at most a fifth
-        of the cycles).
+        Preset the twin experiment, the defaults and the expected scores come from (``sakov2008``, ``pan2026``).
     seed : int
-        Seed of every random stream (truth, observations, initial ensemble, method, emulator).
+        Seed ``s`` of experiment 0 (>= 0). Experiment ``k`` of the batch draws all its random streams (truth,
+        observations, initial ensemble, method, emulator) from ``SeedSequence(s + k)``, so it is, bit for bit,
+        the single run with seed ``s + k`` whatever the batch size (:mod:`hybrid_eda.l96.seeding`).
     batch : int
-        Number of independent experiments advanced together in one vectorised call.
-    n, forcing, dt : int, float, float
-        Lorenz-96 state size, forcing and RK4 time step.
-    obs_every, obs_std : int, float
-        Observe every ``obs_every``-th variable with error std ``obs_std``.
-    steps_per_obs : int
-        Model steps between observation times.
-    window : int
-        Observation times per 4D-Var window (1 for the filters).
-    b_mode, hybrid_weight, b_scale : str, float, float or None
-        4D-Var background covariance (``ensemble``, ``static``, ``hybrid``), the ensemble weight of a hybrid B,
-        and the scale of the climatological covariance used as static B (3D-Var and 4D-Var; None = 0.02).
-    n_real, emulator : int or None, str or None
-        Hybrid cycle: members ``0 .. n_real-1`` are real, the rest come from the emulator (None = full EDA).
-    init_spread : float
-        Standard deviation of the initial ensemble around the initial truth.
-    rotate : bool or None
-        Rotate the analysis anomalies by a random mean-preserving orthogonal matrix every cycle (DAPPER's
-        ``rot=True``; ``ETKF(rotate=True)``). None: the preset's choice for the ETKF
-        (on: the published numbers use it), off for the other methods.
+        Number B of independent experiments (seeds ``s .. s + B - 1``) advanced together in one vectorised call.
+    emulator : str or None
+        Hybrid cycle: members ``0 .. n_real-1`` are real, the rest come from this emulator (None = full EDA).
+    method, members, inflation, cycles, spinup, n, forcing, dt, obs_every, obs_std, steps_per_obs, window, \
+b_mode, hybrid_weight, b_scale, n_real, init_spread, rotate
+        The settings of :class:`~hybrid_eda.l96.presets.ExperimentSettings`; ``None``: the preset's
+        (``n_real``: the preset's in a hybrid cycle, None for the full EDA).
     """
 
     preset: str = "sakov2008"
-    method: str = "etkf"
-    members: int = 20
-    inflation: float = 1.02
-    cycles: int = 10_000
+    method: str | None = None
+    members: int | None = None
+    inflation: float | None = None
+    cycles: int | None = None
     spinup: int | None = None
     seed: int = 0
     batch: int = 1
-    n: int = 40
-    forcing: float = 8.0
-    dt: float = 0.05
-    obs_every: int = 1
-    obs_std: float = 1.0
-    steps_per_obs: int = 1
-    window: int = 1
-    b_mode: str = "ensemble"
-    hybrid_weight: float = 0.5
+    n: int | None = None
+    forcing: float | None = None
+    dt: float | None = None
+    obs_every: int | None = None
+    obs_std: float | None = None
+    steps_per_obs: int | None = None
+    window: int | None = None
+    b_mode: str | None = None
+    hybrid_weight: float | None = None
     b_scale: float | None = None
     n_real: int | None = None
     emulator: str | None = None
-    init_spread: float = 1.0
+    init_spread: float | None = None
     rotate: bool | None = None
 
     def __post_init__(self) -> None:
-        preset = get_preset(self.preset)
-        if self.spinup is None:
-            object.__setattr__(self, "spinup", min(preset.spinup, self.cycles // 5))
-        if self.rotate is None:
-            object.__setattr__(self, "rotate", preset.rotate and self.method == "etkf")
-        spec = method_spec(self.method)
-        if spec.ensemble and self.members < spec.min_members(self):
+        given = {name: getattr(self, name) for name in SETTING_FIELDS}
+        resolved = resolve_settings(get_preset(self.preset), given, hybrid=self.emulator is not None)
+        for name, value in resolved.items():
+            object.__setattr__(self, name, value)
+        self._check()
+
+    def _check(self) -> None:
+        """Every user-facing check of the settings, each a ``ValueError`` naming the fix."""
+        _check_numbers(self)
+        spec = method_spec(self.method)  # type: ignore[arg-type]
+        members, cycles, spinup = int(self.members), int(self.cycles), int(self.spinup)  # type: ignore[arg-type]
+        if spec.ensemble and members < spec.min_members(self):
             raise ValueError(
                 f"{self.method} needs at least {spec.min_members(self)} members to estimate the background "
                 f"covariance, got --members {self.members}; use e.g. --members 20 (N < 14 diverges at n=40 "
                 "without localisation)."
             )
-        if self.members < 1:
+        if members < 1:
             raise ValueError(f"members must be at least 1, got {self.members}.")
-        if not self.inflation >= 1.0:
+        if not self.inflation >= 1.0:  # type: ignore[operator]
             raise ValueError(
                 f"inflation must be >= 1 (it multiplies the background anomalies; 1 = none), got {self.inflation}; "
                 "use e.g. --inflation 1.02."
             )
-        if self.cycles < 1:
+        if cycles < 1:
             raise ValueError(f"cycles must be at least 1, got {self.cycles}; use e.g. --cycles 10000.")
-        if not 0 <= self.spinup < self.cycles:  # type: ignore[operator]
+        if not 0 <= spinup < cycles:
             raise ValueError(
-                f"spin-up must be between 0 and cycles - 1 = {self.cycles - 1}, got {self.spinup}; "
+                f"spin-up must be between 0 and cycles - 1 = {cycles - 1}, got {self.spinup}; "
                 "lower --spinup or run more --cycles."
             )
         if self.batch < 1:
             raise ValueError(f"batch must be at least 1 (independent experiments), got {self.batch}.")
-        if self.window < 1 or self.steps_per_obs < 1:
+        if self.seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {self.seed}; use e.g. --seed 0.")
+        if self.window < 1 or self.steps_per_obs < 1:  # type: ignore[operator]
             raise ValueError(
                 f"window and steps_per_obs must be positive, got window={self.window}, "
                 f"steps_per_obs={self.steps_per_obs}."
             )
-        if self.window > 1 and not spec.windowed:
+        if self.window > 1 and not spec.windowed:  # type: ignore[operator]
             raise ValueError(
                 f"--window applies to 4D-Var only; {self.method} assimilates one observation time per cycle "
                 "(drop --window or use --method 4dvar)."
             )
         if self.b_mode not in B_MODES:
             raise ValueError(f"unknown --b-mode {self.b_mode!r}; use one of {', '.join(B_MODES)}.")
-        if not 0.0 <= self.hybrid_weight <= 1.0:
+        if not 0.0 <= self.hybrid_weight <= 1.0:  # type: ignore[operator]
             raise ValueError(f"hybrid_weight must lie in [0, 1], got {self.hybrid_weight}.")
-        if self.b_scale is not None and not self.b_scale > 0:
+        if not self.b_scale > 0:  # type: ignore[operator]
             raise ValueError(f"b_scale must be positive, got {self.b_scale}; use e.g. 0.02.")
+        if not self.init_spread > 0:  # type: ignore[operator]
+            raise ValueError(f"init_spread must be positive, got {self.init_spread}; use e.g. --init-spread 1.0.")
         if self.emulator is not None:
-            get_emulator(self.emulator)
-            if self.n_real is None:
-                raise ValueError("a hybrid cycle needs --n-real, the number of real members (e.g. 10).")
-            if not 1 <= self.n_real < self.members:
+            get_member_source(self.emulator)
+            if not 1 <= self.n_real < members:  # type: ignore[operator]
                 raise ValueError(
-                    f"--n-real must be between 1 and --members - 1 = {self.members - 1}, got {self.n_real}: "
+                    f"--n-real must be between 1 and --members - 1 = {members - 1}, got {self.n_real}: "
                     "a hybrid keeps some real members and emulates the rest; lower --n-real or raise --members."
                 )
             if not spec.ensemble:
@@ -180,46 +181,33 @@ class ExperimentConfig:
         # Model and observation checks give their own clear messages.
         self.model()
         self.observations()
+        check_memory(self.memory_parts(), "this experiment")
 
     @classmethod
     def from_preset(cls, preset: str = "sakov2008", **overrides: Any) -> ExperimentConfig:
         """A config with the preset's defaults for every field not in ``overrides`` (``None`` = not given).
 
-        Deterministic methods (``oi``, ``3dvar``) get one member and no inflation whatever was asked.
+        The same as ``ExperimentConfig(preset=preset, **overrides)``; an unknown setting is a ``TypeError``
+        listing the known ones. Deterministic methods (``oi``, ``3dvar``) get one member and no inflation
+        whatever was asked.
         """
-        p = get_preset(preset)
-        names = {f.name for f in fields(cls)}
+        names = {f.name for f in fields(cls)} - {"preset"}
         unknown = set(overrides) - names
         if unknown:
             raise TypeError(f"unknown experiment settings {sorted(unknown)}; known: {sorted(names)}.")
-        given = {k: v for k, v in overrides.items() if v is not None}
-        values: dict[str, Any] = {
-            "preset": p.name,
-            "method": p.method,
-            "members": p.members,
-            "inflation": p.inflation,
-            "cycles": p.cycles,
-            "n": p.n,
-            "forcing": p.forcing,
-            "dt": p.dt,
-            "obs_every": p.obs_every,
-            "obs_std": p.obs_std,
-            "steps_per_obs": p.steps_per_obs,
-        }
-        values.update(given)
-        spec = method_spec(values["method"])
-        if "window" not in given:
-            values["window"] = p.window if spec.windowed else 1
-        if "b_mode" not in given and spec.windowed:
-            values["b_mode"] = p.b_mode
-        if not spec.ensemble:
-            if given.get("members", 1) != 1 or given.get("inflation", 1.0) != 1.0:
-                LOGGER.info("%s is deterministic: running one member without inflation.", spec.name)
-            values["members"], values["inflation"] = 1, 1.0
-            values.setdefault("rotate", False)
-        if values.get("emulator") is not None and "n_real" not in given:
-            values["n_real"] = p.n_real
-        return cls(**values)
+        return cls(preset=preset, **{k: v for k, v in overrides.items() if v is not None})
+
+    def memory_parts(self, archive: bool = False) -> dict[str, int]:
+        """Estimated peak memory of :func:`run_experiment` in bytes, by array (see ``cycle.memory_parts``)."""
+        return memory_parts(
+            batch=self.batch,
+            members=int(self.members),  # type: ignore[arg-type]
+            n=int(self.n),  # type: ignore[arg-type]
+            p=self.observations().p,
+            window=int(self.window),  # type: ignore[arg-type]
+            cycles=int(self.cycles),  # type: ignore[arg-type]
+            keep_members=archive,
+        )
 
     # derived objects -------------------------------------------------------------------------------------
 
@@ -241,24 +229,75 @@ class ExperimentConfig:
         return replace(self, emulator=None, n_real=None)
 
     def expected(self) -> ExpectedScore | None:
-        """The preset's expected score for this setting, if the twin experiment is the preset's own."""
+        """The preset's expected score for this setting, if every other setting is the preset's default.
+
+        The score is looked up by method, members, inflation and emulator; it holds only when the twin
+        experiment and the method's other settings (window, rotation, B, N_s) are the preset's for that method.
+        """
         p = self.get_preset()
-        same_twin = (self.n, self.forcing, self.dt, self.obs_every, self.obs_std, self.steps_per_obs) == (
-            p.n,
-            p.forcing,
-            p.dt,
-            p.obs_every,
-            p.obs_std,
-            p.steps_per_obs,
-        )
-        default_window = p.window if method_spec(self.method).windowed else 1
-        default_rotate = p.rotate and self.method == "etkf"
-        if not same_twin or self.window != default_window or self.rotate != default_rotate:
+        default = ExperimentConfig(preset=self.preset, method=self.method, emulator=self.emulator)
+        same = TWIN_FIELDS + ("window", "rotate", "b_mode", "hybrid_weight", "b_scale", "n_real")
+        if any(getattr(self, name) != getattr(default, name) for name in same):
             return None
-        return p.expected_rmse(self.method, self.members, self.inflation, self.emulator)
+        return p.expected_rmse(self.method, self.members, self.inflation, self.emulator)  # type: ignore[arg-type]
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+#: The experiment settings of :class:`ExperimentConfig`: those of the presets.
+SETTING_FIELDS = tuple(f.name for f in fields(ExperimentSettings))
+#: Settings that must be finite real numbers (``--inflation inf`` or ``--dt nan`` are refused up front).
+_FLOAT_FIELDS = tuple(f.name for f in fields(ExperimentSettings) if f.type in ("float", float))
+_INT_FIELDS = tuple(f.name for f in fields(ExperimentSettings) if f.type in ("int", int)) + ("seed", "batch")
+
+
+def resolve_settings(preset: Preset, given: Mapping[str, Any], hybrid: bool = False) -> dict[str, Any]:
+    """Every experiment setting: the ``given`` value where not ``None``, else the preset's, by the method's rules.
+
+    The one place where defaults depend on the method (:data:`METHODS`):
+
+    * ``window``: the preset's for a windowed method (4D-Var), 1 for the filters;
+    * ``rotate``: the preset's for a rotatable method (the ETKF), off for the others;
+    * ``spinup``: the preset's, at most a fifth of the cycles;
+    * ``members``, ``inflation``: 1 and 1.0 for a deterministic method (OI, 3D-Var), whatever was given;
+    * ``n_real``: the preset's in a hybrid cycle, ``None`` for the full EDA.
+    """
+    values = {name: given[name] if given.get(name) is not None else getattr(preset, name) for name in SETTING_FIELDS}
+    spec = method_spec(values["method"])
+    if given.get("window") is None and not spec.windowed:
+        values["window"] = 1
+    if given.get("rotate") is None:
+        values["rotate"] = preset.rotate and spec.rotatable
+    if given.get("spinup") is None and isinstance(values["cycles"], int):
+        values["spinup"] = min(preset.spinup, values["cycles"] // 5)
+    if not spec.ensemble:
+        if values["members"] != 1 and given.get("members") is not None or given.get("inflation") not in (None, 1.0):
+            LOGGER.info("%s is deterministic: running one member without inflation.", spec.name)
+        values["members"], values["inflation"] = 1, 1.0
+    if not hybrid and given.get("n_real") is None:
+        values["n_real"] = None
+    return values
+
+
+def _check_numbers(config: ExperimentConfig) -> None:
+    """Float settings must be finite numbers, integer settings whole numbers (``ValueError`` naming the flag)."""
+    preset = config.get_preset()
+    for name in _FLOAT_FIELDS:
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+            raise ValueError(f"--{name.replace('_', '-')} must be a number, got {value!r}.")
+        if not math.isfinite(value):
+            raise ValueError(
+                f"--{name.replace('_', '-')} must be a finite number, got {value!r}; "
+                f"use e.g. --{name.replace('_', '-')} {getattr(preset, name)} (the {preset.name} preset's)."
+            )
+    for name in _INT_FIELDS:
+        value = getattr(config, name)
+        if value is None and name == "n_real":
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise ValueError(f"--{name.replace('_', '-')} must be a whole number, got {value!r}.")
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -274,7 +313,7 @@ def climatology(model: Lorenz96):  # noqa: ANN201 - returns filters.Climatology
 
 
 def _static_b(config: ExperimentConfig, model: Lorenz96) -> np.ndarray:
-    return (config.b_scale if config.b_scale is not None else 0.02) * climatology(model).cov
+    return float(config.b_scale) * climatology(model).cov  # type: ignore[arg-type]
 
 
 def _etkf(config: ExperimentConfig, model: Lorenz96, obs: ObservationOperator) -> Assimilator:
@@ -298,7 +337,7 @@ def _oi(config: ExperimentConfig, model: Lorenz96, obs: ObservationOperator) -> 
 def _var3d(config: ExperimentConfig, model: Lorenz96, obs: ObservationOperator) -> Assimilator:
     from hybrid_eda.l96.filters import Var3D
 
-    scale = config.b_scale if config.b_scale is not None else 0.02
+    scale = float(config.b_scale)  # type: ignore[arg-type]
     return Var3D(model, obs, climatology(model), b_scale=scale)
 
 
@@ -419,7 +458,9 @@ class ExperimentResult:
         return run_summary(self)
 
 
-def run_experiment(config: ExperimentConfig, archive: bool = False, progress: bool = False) -> ExperimentResult:
+def run_experiment(
+    config: ExperimentConfig, archive: bool = False, progress: bool = False, *, mask_diverged: bool = False
+) -> ExperimentResult:
     """Run one experiment (or a batch) and score it.
 
     Parameters
@@ -431,16 +472,19 @@ def run_experiment(config: ExperimentConfig, archive: bool = False, progress: bo
         :class:`~hybrid_eda.l96.archive.EDAArchive` (``result.archive``; batch 1 only).
     progress : bool
         Show a progress bar when stderr is a terminal.
+    mask_diverged : bool
+        An experiment of the batch that blows up is recorded as lost (``inf`` scores, ``diverged_at_cycle``)
+        instead of stopping the batch (the distributions over seeds of :func:`run_hybrid`, :func:`run_table`).
 
     Raises
     ------
     FilterDivergenceError
-        When the state became non-finite; the message names the cycle and what to try.
+        When the state became non-finite (unless ``mask_diverged``); the message names the cycle and what to try.
     """
     spec = method_spec(config.method)
     members, hybrid = config.members, None
     if config.emulator is not None:
-        emulator = get_emulator(config.emulator)
+        emulator = get_member_source(config.emulator)
         if emulator.reduces_ensemble:
             members = int(config.n_real)  # type: ignore[arg-type]
         else:
@@ -459,7 +503,9 @@ def run_experiment(config: ExperimentConfig, archive: bool = False, progress: bo
         progress=progress,
     )
     LOGGER.debug("cycling %s for %d cycles (%s)", method, config.cycles, config)
-    output = run_cycles(config.model(), config.observations(), method, settings, hybrid=hybrid)
+    output = run_cycles(
+        config.model(), config.observations(), method, settings, hybrid=hybrid, mask_diverged=mask_diverged
+    )
     result = ExperimentResult(config=config, output=output, method=repr(method))
     if archive:
         result.archive = _archive(result)
@@ -481,9 +527,14 @@ def _archive(result: ExperimentResult) -> EDAArchive:
     )
 
 
+def seed_distribution(result: ExperimentResult, key: str = "analysis_rmse") -> SeedDistribution:
+    """A time-mean score of every experiment (seed) of a batch: median, band and the fraction that lost track."""
+    return SeedDistribution.of([e[key] for e in result.output.experiments])
+
+
 @dataclass
 class HybridResult:
-    """The full EDA and the hybrid cycle of the same experiment (same truth, observations and seed)."""
+    """The full EDA and the hybrid cycle of the same seeds (same truths and observations), a batch each."""
 
     full: ExperimentResult
     hybrid: ExperimentResult
@@ -495,25 +546,66 @@ class HybridResult:
 
 
 def run_hybrid(config: ExperimentConfig, progress: bool = False) -> HybridResult:
-    """Run the full N-member EDA and the hybrid cycle ``config.emulator`` with the same seed."""
+    """Run the full N-member EDA and the hybrid cycle ``config.emulator`` on the same seeds.
+
+    ``config.batch`` seeds ``seed .. seed + batch - 1`` run as one batch each; a seed that blows up counts as
+    lost track instead of stopping the batch. Both outputs carry ``analysis_seconds``: the time of the N
+    analyses (minimisations, for 4D-Var) of the full EDA and of the N_s real ones of the hybrid.
+    """
     if config.emulator is None:
         raise ValueError("run_hybrid needs one emulator (config.emulator); use run_table for all of them.")
-    full = run_experiment(config.full(), progress=progress)
-    return HybridResult(full=full, hybrid=run_experiment(config, progress=progress))
+    full = run_experiment(config.full(), progress=progress, mask_diverged=True)
+    return HybridResult(full=full, hybrid=run_experiment(config, progress=progress, mask_diverged=True))
+
+
+#: What each kind of table row is, as tables and JSON label it.
+ROW_KINDS = {"full": "full EDA", "none": "N_s-member EDA", "emulator": "emulator", "bound": "upper bound"}
 
 
 @dataclass
 class TableRow:
-    """One emulator in the table: its best run over the inflations tried, and every inflation's score."""
+    """One row of the table: its best inflation (lowest median over seeds) and every inflation's distribution.
+
+    Attributes
+    ----------
+    emulator : str
+        ``full`` (the N-member EDA), an emulator name, or an upper bound (``oracle``).
+    kind : str
+        A value of :data:`ROW_KINDS`: ``full EDA``, ``N_s-member EDA``, ``emulator`` or ``upper bound``.
+    best : ExperimentResult or None
+        The batch at the best inflation (None when every inflation failed).
+    by_inflation : dict
+        Inflation -> :class:`~hybrid_eda.l96.seed_stats.SeedDistribution` of the analysis RMSE.
+    errors : dict
+        Inflation -> message, for inflations whose whole batch failed (e.g. an unstable truth run).
+    """
 
     emulator: str
+    kind: str
     best: ExperimentResult | None
-    by_inflation: dict[float, float]
+    by_inflation: dict[float, SeedDistribution]
     errors: dict[float, str]
 
     @property
     def best_inflation(self) -> float | None:
         return None if self.best is None else self.best.config.inflation
+
+    @property
+    def distribution(self) -> SeedDistribution | None:
+        return None if self.best is None else self.by_inflation[self.best.config.inflation]
+
+
+def _row_kind(name: str) -> str:
+    if name == "full":
+        return ROW_KINDS["full"]
+    if name in BOUNDS:
+        return ROW_KINDS["bound"]
+    return ROW_KINDS["none"] if get_member_source(name).reduces_ensemble else ROW_KINDS["emulator"]
+
+
+def _rank(d: SeedDistribution, inflation: float) -> tuple[float, float, float, float]:
+    """Best inflation: lowest median, then fewest seeds lost, then lowest 90th percentile, then least inflation."""
+    return (d.median, d.lost_fraction, d.high, inflation)
 
 
 def run_table(
@@ -522,24 +614,26 @@ def run_table(
     inflations: Sequence[float] | None = None,
     progress: bool = False,
 ) -> list[TableRow]:
-    """All emulators side by side, each at its best inflation; the first row is the full EDA.
+    """The full EDA, every emulator and the upper bound side by side, each at its best inflation.
 
     Parameters
     ----------
     config : ExperimentConfig
-        The hybrid setting (``n_real``, method, members, cycles, seed); ``emulator`` is ignored.
+        The hybrid setting (``n_real``, method, members, cycles); ``batch`` seeds ``seed .. seed + batch - 1``
+        run per row and inflation; ``emulator`` is ignored.
     emulators : sequence of str, optional
-        Emulator names (default: all built-in ones).
+        Emulator and bound names (default: every built-in emulator, then the ``oracle`` upper bound).
     inflations : sequence of float, optional
-        Inflations to try per emulator (default: ``config.inflation`` only); the lowest analysis RMSE wins.
-        A run whose state became non-finite is recorded as an error for that inflation.
+        The inflation grid tried per row (default: ``config.inflation`` only); the lowest median analysis RMSE
+        over seeds wins. A seed that blows up counts as lost track (``inf``); an inflation whose whole batch
+        failed is recorded under ``errors``.
     """
-    names = list(emulators) if emulators is not None else list(EMULATORS)
+    names = list(emulators) if emulators is not None else [*EMULATORS, *BOUNDS]
     infls = sorted({float(i) for i in (inflations or [config.inflation])})
     n_real = config.n_real if config.n_real is not None else config.get_preset().n_real
     rows = []
     for name in ["full", *names]:
-        by_inflation: dict[float, float] = {}
+        by_inflation: dict[float, SeedDistribution] = {}
         errors: dict[float, str] = {}
         best: ExperimentResult | None = None
         for infl in infls:
@@ -548,12 +642,14 @@ def run_table(
             else:
                 cfg = replace(config, emulator=name, n_real=n_real, inflation=infl)
             try:
-                res = run_experiment(cfg, progress=progress)
+                res = run_experiment(cfg, progress=progress, mask_diverged=True)
             except FilterDivergenceError as err:
                 errors[infl] = str(err)
                 continue
-            by_inflation[infl] = res.score("analysis_rmse")
-            if best is None or by_inflation[infl] < best.score("analysis_rmse"):
+            by_inflation[infl] = seed_distribution(res)
+            if best is None or _rank(by_inflation[infl], infl) < _rank(
+                by_inflation[best.config.inflation], best.config.inflation
+            ):
                 best = res
-        rows.append(TableRow(emulator=name, best=best, by_inflation=by_inflation, errors=errors))
+        rows.append(TableRow(emulator=name, kind=_row_kind(name), best=best, by_inflation=by_inflation, errors=errors))
     return rows

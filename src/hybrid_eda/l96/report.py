@@ -27,6 +27,7 @@ __all__ = [
     "table_summary",
     "format_run",
     "format_table",
+    "format_hybrid",
     "write_json",
     "versions",
     "plot_run",
@@ -113,36 +114,119 @@ def run_summary(result: ExperimentResult) -> dict[str, Any]:
     return summary
 
 
-def hybrid_summary(result: HybridResult) -> dict[str, Any]:
-    """JSON of a hybrid experiment: the ``full`` EDA and the ``hybrid`` cycle, each a :func:`run_summary`."""
-    full, hybrid = run_summary(result.full), run_summary(result.hybrid)
+def _timing(out: Any) -> dict[str, Any]:
     return {
-        "emulator": result.hybrid.config.emulator,
+        "analysis_seconds": out.analysis_seconds,
+        "emulation_seconds": out.emulation_seconds,
+        "analyses_per_cycle": out.analyses_per_cycle,
+    }
+
+
+def hybrid_summary(result: HybridResult) -> dict[str, Any]:
+    """JSON of a hybrid experiment over a batch of seeds.
+
+    ``full`` and ``hybrid`` are :func:`run_summary` entries, each with its ``distribution`` over seeds (median,
+    10-90% band, fraction lost) and its timing; ``timing`` compares the analysis time of the full EDA's N
+    analyses (for 4D-Var: minimisations) with the hybrid's N_s.
+    """
+    from hybrid_eda.l96.emulators import BOUNDS
+    from hybrid_eda.l96.experiment import seed_distribution
+
+    full, hybrid = run_summary(result.full), run_summary(result.hybrid)
+    for entry, res in ((full, result.full), (hybrid, result.hybrid)):
+        entry["distribution"] = seed_distribution(res).to_dict()
+        entry["timing"] = _timing(res.output)
+    d_full, d_hybrid = full["distribution"], hybrid["distribution"]
+    t_full, t_hybrid = result.full.output.analysis_seconds, result.hybrid.output.analysis_seconds
+    emulator = result.hybrid.config.emulator
+    return {
+        "emulator": emulator,
+        "kind": "upper bound" if emulator in BOUNDS else "emulator",
         "n_real": result.hybrid.config.n_real,
         "members": result.full.config.members,
+        "seeds": list(range(result.full.config.seed, result.full.config.seed + result.full.config.batch)),
+        "median_analysis_rmse_ratio": d_hybrid["median"] / d_full["median"],
         "analysis_rmse_ratio": hybrid["analysis_rmse"] / full["analysis_rmse"],
+        "timing": {
+            "full_analysis_seconds": t_full,
+            "hybrid_analysis_seconds": t_hybrid,
+            "hybrid_emulation_seconds": result.hybrid.output.emulation_seconds,
+            "full_analyses_per_cycle": result.full.output.analyses_per_cycle,
+            "hybrid_analyses_per_cycle": result.hybrid.output.analyses_per_cycle,
+            "analysis_time_ratio": t_hybrid / t_full if t_full > 0 else None,
+        },
         "full": full,
         "hybrid": hybrid,
         "versions": full["versions"],
     }
 
 
+def format_hybrid(summary: dict[str, Any]) -> str:
+    """The hybrid experiment for the terminal: both distributions over seeds and the analysis timings."""
+    t = summary["timing"]
+    seeds = summary["seeds"]
+    lines = [
+        f"{len(seeds)} seeds ({seeds[0]}-{seeds[-1]}), analysis RMSE median [10%, 90%] and seeds that lost track "
+        f"(RMSE > {summary['full']['distribution']['lost_track_rmse']:g}):"
+    ]
+    for name in ("full", "hybrid"):
+        d = summary[name]["distribution"]
+        label = "full EDA" if name == "full" else f"{summary['emulator']} ({summary['kind']})"
+        lines.append(
+            f"  {label:<28} {_num(d['median'])} [{_num(d['low'])}, {_num(d['high'])}], lost {d['lost_fraction']:.0%}"
+        )
+    ratio = t["analysis_time_ratio"]
+    lines.append(
+        f"  analysis time: full {t['full_analyses_per_cycle']} analyses/cycle {t['full_analysis_seconds']:.2f} s, "
+        f"hybrid {t['hybrid_analyses_per_cycle']} analyses/cycle {t['hybrid_analysis_seconds']:.2f} s"
+        + ("" if ratio is None else f" ({ratio:.2f} of the full)")
+        + f", emulation {t['hybrid_emulation_seconds']:.2f} s"
+    )
+    return "\n".join(lines)
+
+
+def _num(x: float | None) -> str:
+    """A score for a table cell: ``inf`` (blew up) as ``inf``."""
+    return "inf" if x is None or not np.isfinite(x) else f"{x:.3f}"
+
+
 def table_summary(rows: Sequence[TableRow]) -> dict[str, Any]:
-    """JSON of the emulator table: one entry per emulator with its best inflation and every inflation tried."""
+    """JSON of the table: per row its kind, best inflation, distribution over seeds and every inflation tried."""
     entries = []
+    grid: list[float] = sorted({k for row in rows for k in (*row.by_inflation, *row.errors)})
     for row in rows:
         best = None if row.best is None else run_summary(row.best)
+        dist = row.distribution
         entries.append(
             {
                 "emulator": row.emulator,
+                "kind": row.kind,
                 "best_inflation": row.best_inflation,
+                "median_analysis_rmse": None if dist is None else dist.median,
+                "band": None if dist is None else [dist.low, dist.high],
+                "lost_fraction": None if dist is None else dist.lost_fraction,
                 "analysis_rmse": None if best is None else best["analysis_rmse"],
-                "by_inflation": {f"{k:g}": v for k, v in row.by_inflation.items()},
+                "analysis_seconds": None if row.best is None else row.best.output.analysis_seconds,
+                "by_inflation": {f"{k:g}": v.to_dict() for k, v in row.by_inflation.items()},
                 "errors": {f"{k:g}": v for k, v in row.errors.items()},
                 "best": best,
             }
         )
-    return {"rows": entries, "versions": versions()}
+    seeds = rows[0].best.config.batch if rows and rows[0].best is not None else None
+    return {
+        "inflation_grid": grid,
+        "seeds": seeds,
+        "lost_track_rmse": _lost_track_rmse(),
+        "band_percentiles": [10, 90],
+        "rows": entries,
+        "versions": versions(),
+    }
+
+
+def _lost_track_rmse() -> float:
+    from hybrid_eda.l96.metrics import LOST_TRACK_RMSE
+
+    return LOST_TRACK_RMSE
 
 
 def format_run(summary: dict[str, Any]) -> str:
@@ -167,21 +251,27 @@ def format_run(summary: dict[str, Any]) -> str:
 
 
 def format_table(table: dict[str, Any]) -> str:
-    """The emulator table as aligned text (one row per emulator, best inflation)."""
+    """The table as aligned text: one row per configuration at its best inflation, distribution over seeds."""
     header = (
-        f"{'emulator':<20} {'inflation':>9} {'an. RMSE':>9} {'spread':>8} {'bg RMSE':>8} {'CRPS':>7} {'expected':>9}"
+        f"{'configuration':<20} {'kind':<15} {'inflation':>9} {'median':>7} {'10%':>7} {'90%':>7} {'lost':>6} "
+        f"{'an. s':>7}"
     )
-    lines = [header, "-" * len(header)]
+    lines = [
+        f"analysis RMSE over {table.get('seeds')} seeds, best inflation (lowest median) of "
+        f"{', '.join(f'{g:g}' for g in table['inflation_grid'])}; lost = RMSE > {table['lost_track_rmse']:g} "
+        "or blown up",
+        header,
+        "-" * len(header),
+    ]
     for row in table["rows"]:
-        best = row["best"]
-        if best is None:
-            lines.append(f"{row['emulator']:<20} {'-':>9} {'non-finite at every inflation tried':>45}")
+        if row["best_inflation"] is None:
+            lines.append(f"{row['emulator']:<20} {row['kind']:<15} {'-':>9} {'failed at every inflation tried':>40}")
             continue
-        expected = best.get("expected_analysis_rmse")
+        low, high = row["band"]
         lines.append(
-            f"{row['emulator']:<20} {row['best_inflation']:>9g} {best['analysis_rmse']:>9.4f} "
-            f"{best['analysis_spread']:>8.4f} {best['background_rmse']:>8.4f} {best['crps']:>7.4f} "
-            f"{'-' if expected is None else f'{expected:g}':>9}"
+            f"{row['emulator']:<20} {row['kind']:<15} {row['best_inflation']:>9g} "
+            f"{_num(row['median_analysis_rmse']):>7} {_num(low):>7} {_num(high):>7} "
+            f"{row['lost_fraction']:>6.0%} {row['analysis_seconds']:>7.1f}"
         )
     return "\n".join(lines)
 
@@ -301,15 +391,24 @@ def plot_hybrid(result: HybridResult, path: str | Path) -> Path:
 
 
 def plot_table(table: dict[str, Any], path: str | Path) -> Path:
-    """Bar chart of the analysis RMSE of every emulator at its best inflation (log scale)."""
+    """Median analysis RMSE over seeds of every row at its best inflation, with the 10-90% band (log scale)."""
     plt = _pyplot()
-    rows = [r for r in table["rows"] if r["analysis_rmse"] is not None]
+    rows = [
+        r for r in table["rows"] if r["median_analysis_rmse"] is not None and np.isfinite(r["median_analysis_rmse"])
+    ]
     fig, ax = plt.subplots(figsize=(8, 0.5 * len(rows) + 1.2))
-    names = [f"{r['emulator']} (inflation {r['best_inflation']:g})" for r in rows]
-    values = [r["analysis_rmse"] for r in rows]
-    ax.barh(names, values, color=[f"C{i}" for i in range(len(rows))])
-    for y, v in enumerate(values):
-        ax.text(v, y, f" {v:.3f}", va="center", fontsize=8)
+    names = [
+        f"{r['emulator']}{' (upper bound)' if r['kind'] == 'upper bound' else ''} ({r['best_inflation']:g})"
+        for r in rows
+    ]
+    values = [r["median_analysis_rmse"] for r in rows]
+    cap = 10.0  # a band reaching a blown-up seed (inf) is drawn to the edge
+    capped = [[cap if b is None else min(b, cap) for b in r["band"]] for r in rows]
+    lows = [v - band[0] for band, v in zip(capped, values, strict=True)]
+    highs = [band[1] - v for band, v in zip(capped, values, strict=True)]
+    ax.barh(names, values, color=[f"C{i}" for i in range(len(rows))], xerr=[lows, highs], capsize=3)
+    for y, (v, r) in enumerate(zip(values, rows, strict=True)):
+        ax.text(v, y, f" {v:.3f}, lost {r['lost_fraction']:.0%}", va="bottom", fontsize=8)
     ax.invert_yaxis()
     ax.set_xscale("log")
     from matplotlib.ticker import FixedLocator, NullFormatter, ScalarFormatter
@@ -317,8 +416,8 @@ def plot_table(table: dict[str, Any], path: str | Path) -> Path:
     ax.xaxis.set_major_locator(FixedLocator([0.1, 0.2, 0.5, 1.0, 2.0, 5.0]))
     ax.xaxis.set_major_formatter(ScalarFormatter())
     ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.set_xlabel("analysis RMSE (time mean after spin-up)")
-    ax.set_title("hybrid EDA: emulators at their best inflation")
+    ax.set_xlabel(f"analysis RMSE, median over {table.get('seeds')} seeds and 10-90% band")
+    ax.set_title("hybrid EDA: each row at its best inflation")
     return _save(fig, path, plt)
 
 

@@ -23,6 +23,11 @@ Observation perturbations are **centred** across members and rescaled by ``sqrt(
 mean is exactly zero (so in the linear case the analysis mean is the analysis of the background mean with the
 real observations) while their sample variance stays an unbiased estimate of ``R``. A single member (``N = 1``,
 static ``B`` only) gets no perturbation: it is the deterministic 4D-Var.
+
+In a hybrid EDA (``analyse(..., n_analyses=N_s)``) only the N_s real members are minimised: ``B`` is still the
+(inflated) covariance of all N backgrounds, but the perturbations are drawn for, and centred over, the N_s
+real members only, so the saving is real (about ``N_s / N`` of the minimisation time, see
+``CycleOutput.analysis_seconds``).
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hybrid_eda.l96.base import Assimilator, FilterDivergenceError
+from hybrid_eda.l96.base import Assimilator, FilterDivergenceError, analyses_kept
 from hybrid_eda.l96.model import Lorenz96
 from hybrid_eda.l96.observations import ObservationOperator
 from hybrid_eda.l96.var4d_control import ControlTransform, static_b_sqrt
@@ -132,13 +137,24 @@ class Var4DEDA(Assimilator):
     # ----------------------------------------------------------------------------------------------------------
     # public entry points
 
-    def analyse(self, background: np.ndarray, observations: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def analyse(
+        self,
+        background: np.ndarray,
+        observations: np.ndarray,
+        rng: np.random.Generator,
+        *,
+        n_analyses: int | None = None,
+    ) -> np.ndarray:
         """Perturbed-observation 4D-Var of every member; see :class:`~hybrid_eda.l96.base.Assimilator`.
 
         ``background`` is ``[..., N, n]``, ``observations`` ``[..., L, p]``; returns ``[..., N, n]``.
+        ``n_analyses=N_s`` runs the minimisations of the first N_s members only (``[..., N_s, n]``): ``B`` still
+        comes from all N backgrounds, the N_s perturbations are centred over the N_s members (rescaled by
+        ``sqrt(N_s / (N_s - 1))``), and the cost falls roughly by ``N_s / N`` (the hybrid EDA's saving).
         """
         self._check_inputs(background, observations)
-        perturbed = self.perturbed_observations(observations, background.shape[-2], rng)
+        n_out = analyses_kept(n_analyses, np.shape(background)[-2])
+        perturbed = self.perturbed_observations(observations, n_out, rng)
         return self.minimise(background, perturbed).analysis
 
     def perturbed_observations(self, observations: np.ndarray, n_members: int, rng: np.random.Generator) -> np.ndarray:
@@ -194,22 +210,27 @@ class Var4DEDA(Assimilator):
         background : np.ndarray
             ``[..., N, n]`` background ensemble (inflated here).
         perturbed_obs : np.ndarray
-            ``[..., N, L, p]`` observations of every member, e.g. from :meth:`perturbed_observations`.
+            ``[..., N_out, L, p]`` observations of the first ``N_out <= N`` members (``N_out = N``: all of them),
+            e.g. from :meth:`perturbed_observations`; only these members are minimised, with ``B`` from all N.
 
         Returns
         -------
         Var4DResult
-            Analysis members, final control vectors and the cost / gradient history.
+            Analysis members, final control vectors and the cost / gradient history of the ``N_out`` members.
         """
         background = np.asarray(background, dtype=float)
         perturbed_obs = np.asarray(perturbed_obs, dtype=float)
         self._check_background(background)
-        expected = background.shape[:-1] + (self.window, self.obs.p)
-        if perturbed_obs.shape != expected:
+        n_out = perturbed_obs.shape[-3] if perturbed_obs.ndim >= 3 else -1
+        expected = background.shape[:-2] + (n_out, self.window, self.obs.p)
+        if perturbed_obs.shape != expected or not 1 <= n_out <= background.shape[-2]:
             raise ValueError(
-                f"perturbed observations must have shape [..., N, L, p] = {expected}, got {perturbed_obs.shape}."
+                f"perturbed observations must have shape [..., N, L, p] = "
+                f"{background.shape[:-2] + (background.shape[-2], self.window, self.obs.p)} (or [..., N_out, L, p] "
+                f"for the first N_out <= N members only), got {perturbed_obs.shape}."
             )
-        xb, ut = self.control_basis(background)  # [..., N, n], [..., m, n]
+        xb, ut = self.control_basis(background)  # [..., N, n], [..., m, n]: B from all N members
+        xb = xb[..., :n_out, :]  # [..., N_out, n]: only these are minimised
         r_inv = 1.0 / self.obs.variance
         v = np.zeros(xb.shape[:-1] + ut.shape[-2:-1])  # [..., N, m]
         eye = np.eye(v.shape[-1])

@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from hybrid_eda.l96 import _kernels
+from hybrid_eda.l96.base import analyses_kept
 from hybrid_eda.l96.filters.etkf import EnsembleFilter
 from hybrid_eda.l96.model import Lorenz96
 from hybrid_eda.l96.observations import ObservationOperator
@@ -42,7 +43,8 @@ def enkf_reference(
     y : np.ndarray
         ``[..., p]`` observations.
     perturbations : np.ndarray
-        ``[..., N, p]`` observation perturbations ``eps_i``.
+        ``[..., N_out, p]`` observation perturbations ``eps_i`` of the first ``N_out <= N`` members, the only
+        ones updated (``N_out = N`` for the whole ensemble).
     obs_index : np.ndarray
         ``[p]`` observed variables.
     obs_variance : float
@@ -53,16 +55,17 @@ def enkf_reference(
     Returns
     -------
     np.ndarray
-        ``[..., N, n]`` analysis ensemble.
+        ``[..., N_out, n]`` analysis members.
     """
     n_mem = ens.shape[-2]
     mean = ens.mean(axis=-2, keepdims=True)  # [..., 1, n]
     anom = inflation * (ens - mean)  # [..., N, n]
-    members = mean + anom  # inflated members [..., N, n]
+    n_out = perturbations.shape[-2]  # update only the first n_out <= N members (the gain uses all N)
+    members = (mean + anom)[..., :n_out, :]  # inflated members [..., N_out, n]
     yanom = anom[..., obs_index]  # [..., N, p]
-    innov = y[..., None, :] + perturbations - members[..., obs_index]  # [..., N, p]
+    innov = y[..., None, :] + perturbations - members[..., obs_index]  # [..., N_out, p]
     m = yanom @ np.swapaxes(yanom, -1, -2) / obs_variance + (n_mem - 1.0) * np.eye(n_mem)  # [..., N, N]
-    g = innov @ np.swapaxes(yanom, -1, -2) / obs_variance  # [..., N, N]
+    g = innov @ np.swapaxes(yanom, -1, -2) / obs_variance  # [..., N_out, N]
     return members + np.swapaxes(np.linalg.solve(m, np.swapaxes(g, -1, -2)), -1, -2) @ anom
 
 
@@ -103,23 +106,37 @@ class EnKF(EnsembleFilter):
             pert -= pert.mean(axis=-2, keepdims=True)
         return pert
 
-    def analyse(self, background: np.ndarray, observations: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """Analysis ensemble ``[..., N, n]`` from ``background [..., N, n]`` and ``observations [..., 1, p]``."""
+    def analyse(
+        self,
+        background: np.ndarray,
+        observations: np.ndarray,
+        rng: np.random.Generator,
+        *,
+        n_analyses: int | None = None,
+    ) -> np.ndarray:
+        """Analysis ensemble ``[..., N, n]`` from ``background [..., N, n]`` and ``observations [..., 1, p]``.
+
+        ``n_analyses=N_s`` returns ``[..., N_s, n]``: the gain comes from all N backgrounds, and only the first
+        N_s members get a perturbed-observation update. Their N_s perturbations are drawn (and centred) over
+        those N_s members (zero sample mean over the real members, as DAPPER's centring over the whole ensemble).
+        """
         if not is_generator(rng):
             raise ValueError(
                 f"EnKF draws observation perturbations and needs a numpy Generator, got {type(rng).__name__}; "
                 "pass rng=np.random.default_rng(seed)."
             )
         ens, y = self._flatten(background, observations)  # [K, N, n], [K, p]
-        pert = self.perturbations((ens.shape[0], ens.shape[1], self.obs.p), rng)  # [K, N, p]
+        n_out = analyses_kept(n_analyses, ens.shape[1])
+        out_shape = np.shape(background)[:-2] + (n_out, self.model.n)
+        pert = self.perturbations((ens.shape[0], n_out, self.obs.p), rng)  # [K, N_s, p]
         if not self.compiled:
             bad = np.flatnonzero(~np.isfinite(ens).all(axis=(-2, -1)))
             if bad.size:
                 self._raise_divergence(int(bad[0]))
             out = enkf_reference(ens, y, pert, self._idx, self.obs.variance, self.inflation)
-            return out.reshape(np.shape(background))
-        out = np.empty(ens.shape)
+            return out.reshape(out_shape)
+        out = np.empty((ens.shape[0], n_out, self.model.n))
         status = _kernels.enkf_update(ens, y, pert, self._idx, self._r_inv, self.inflation, out)
         if status >= 0:
             self._raise_divergence(status)
-        return out.reshape(np.shape(background))
+        return out.reshape(out_shape)

@@ -23,7 +23,7 @@ import logging
 import numpy as np
 
 from hybrid_eda.l96 import _kernels
-from hybrid_eda.l96.base import Assimilator, FilterDivergenceError
+from hybrid_eda.l96.base import Assimilator, FilterDivergenceError, analyses_kept
 from hybrid_eda.l96.model import Lorenz96
 from hybrid_eda.l96.observations import ObservationOperator
 from hybrid_eda.l96.seeding import is_generator
@@ -88,6 +88,7 @@ def etkf_reference(
     obs_variance: float,
     inflation: float,
     rotation: np.ndarray | None = None,
+    n_analyses: int | None = None,
 ) -> np.ndarray:
     """Plain numpy float64 ETKF (the reference the compiled kernel is tested against).
 
@@ -105,11 +106,13 @@ def etkf_reference(
         Multiplicative inflation of the background anomalies.
     rotation : np.ndarray, optional
         ``[..., N, N]`` mean-preserving orthogonal matrices applied to the analysis anomalies.
+    n_analyses : int, optional
+        Form only the first ``n_analyses`` analysis members (the transform still uses all N).
 
     Returns
     -------
     np.ndarray
-        ``[..., N, n]`` analysis ensemble.
+        ``[..., N, n]`` (``[..., n_analyses, n]``) analysis ensemble.
     """
     n1 = ens.shape[-2] - 1.0
     mean = ens.mean(axis=-2, keepdims=True)  # [..., 1, n]
@@ -124,7 +127,7 @@ def etkf_reference(
     t = (v * np.sqrt(n1 / (n1 + lam))[..., None, :]) @ np.swapaxes(v, -1, -2)  # [..., N, N]
     if rotation is not None:
         t = rotation @ t
-    return mean + (t + w[..., None, :]) @ anom
+    return mean + (t[..., :n_analyses, :] + w[..., None, :]) @ anom
 
 
 def mean_preserving_rotations(n_exp: int, n_mem: int, rng: np.random.Generator) -> np.ndarray:
@@ -229,14 +232,24 @@ class ETKF(EnsembleFilter):
         return f"ETKF(inflation={self.inflation}, rotate={self.rotate}, n={self.model.n}, p={self.obs.p})"
 
     def analyse(
-        self, background: np.ndarray, observations: np.ndarray, rng: np.random.Generator | None = None
+        self,
+        background: np.ndarray,
+        observations: np.ndarray,
+        rng: np.random.Generator | None = None,
+        *,
+        n_analyses: int | None = None,
     ) -> np.ndarray:
         """Analysis ensemble ``[..., N, n]`` from ``background [..., N, n]`` and ``observations [..., 1, p]``.
 
         Without rotations the ETKF is deterministic and ``rng`` is not used; with ``rotate=True`` it draws them.
+        ``n_analyses=N_s`` returns ``[..., N_s, n]``: the transform (and the rotation) is still computed from all
+        N backgrounds, as the method demands, and only the first N_s rows of ``(T + 1 w^T) A`` are formed. The
+        cost is hardly reduced (the ``N x N`` eigendecomposition dominates), but the other analyses never exist.
         """
         ens, y = self._flatten(background, observations)  # [K, N, n], [K, p]
         n_exp, n_mem = ens.shape[:2]
+        n_out = analyses_kept(n_analyses, n_mem)
+        out_shape = np.shape(background)[:-2] + (n_out, self.model.n)
         if self.rotate:
             if not is_generator(rng):
                 raise ValueError("ETKF(rotate=True) draws random rotations: pass rng=np.random.default_rng(seed).")
@@ -247,10 +260,12 @@ class ETKF(EnsembleFilter):
             bad = np.flatnonzero(~np.isfinite(ens).all(axis=(-2, -1)))
             if bad.size:
                 self._raise_divergence(int(bad[0]))
-            out = etkf_reference(ens, y, self._idx, self.obs.variance, self.inflation, rot if self.rotate else None)
-            return out.reshape(np.shape(background))
-        out = np.empty(ens.shape)
+            out = etkf_reference(
+                ens, y, self._idx, self.obs.variance, self.inflation, rot if self.rotate else None, n_out
+            )
+            return out.reshape(out_shape)
+        out = np.empty((n_exp, n_out, self.model.n))
         status = _kernels.etkf_update(ens, y, self._idx, self._r_inv, self.inflation, rot, out)
         if status >= 0:
             self._raise_divergence(status)
-        return out.reshape(np.shape(background))
+        return out.reshape(out_shape)
