@@ -8,9 +8,9 @@ An experiment prints the matching value as ``expected_analysis_rmse`` in its JSO
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
-__all__ = ["ExpectedScore", "Preset", "PRESETS", "get_preset"]
+__all__ = ["ExpectedScore", "ExperimentSettings", "Preset", "PRESETS", "TWIN_FIELDS", "get_preset"]
 
 
 @dataclass(frozen=True)
@@ -50,18 +50,22 @@ class ExpectedScore:
         )
 
 
-@dataclass(frozen=True)
-class Preset:
-    """A named Lorenz-96 twin experiment and its default DA setting.
+#: The settings that define the twin experiment itself (model and observation network); expected scores hold
+#: only for a preset's own twin.
+TWIN_FIELDS = ("n", "forcing", "dt", "obs_every", "obs_std", "steps_per_obs")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExperimentSettings:
+    """Every setting of a Lorenz-96 experiment, each defined once here with its one default.
+
+    :class:`Preset` inherits these fields (a preset is a named set of them) and
+    :class:`~hybrid_eda.l96.experiment.ExperimentConfig` has the same fields with ``None`` = "the preset's";
+    the method-dependent rules (4D-Var window, rotation, deterministic methods) live in
+    :func:`hybrid_eda.l96.experiment.resolve_settings`.
 
     Parameters
     ----------
-    name : str
-        Registry key, after the source (``sakov2008``, ``pan2026``).
-    source : str
-        The paper or talk the setting comes from.
-    description : str
-        One line for ``hybrid-eda l96 presets``.
     n, forcing, dt : int, float, float
         Lorenz-96 state size, forcing F and RK4 time step.
     obs_every : int
@@ -71,30 +75,28 @@ class Preset:
     steps_per_obs : int
         Model steps between observation times (1 = observe every step).
     method, members, inflation : str, int, float
-        Default DA method, ensemble size N and multiplicative inflation.
-    cycles, spinup : int, int
-        Default number of cycles run and the first cycles left out of the scores.
+        DA method, ensemble size N and multiplicative inflation (>= 1) of the background anomalies.
     window : int
-        Observation times per 4D-Var window (filters always use 1).
+        Observation times per 4D-Var window (the filters always use 1).
     b_mode : str
-        4D-Var background covariance. ``hybrid`` (half ensemble, half 0.02 x climatological) is the default:
-        with the ensemble covariance alone, the perturbed-observation 4D-Var EDA of N=20 diverges in this
-        setting at inflations up to 1.1 (like a stochastic EnKF of that size), the hybrid scores ~0.26.
-    n_real : int
-        Default number N_s of real members in a hybrid cycle.
+        4D-Var background covariance: ``ensemble``, ``static`` or ``hybrid`` (half ensemble, half static, the
+        default: with the ensemble covariance alone, the perturbed-observation 4D-Var EDA of N=20 diverges in this
+        setting at inflations up to 1.1, like a stochastic EnKF of that size; the hybrid scores ~0.25).
+    hybrid_weight : float
+        Ensemble weight of a hybrid B.
+    b_scale : float
+        Static B = ``b_scale`` x climatological covariance (3D-Var and the static part of a 4D-Var B).
     rotate : bool
         Randomly rotate the ETKF analysis anomalies every cycle (mean and covariance unchanged), as DAPPER's
-        ``EnKF('Sqrt', rot=True)`` that produced the reference numbers; without it the symmetric square root
-        scores ~3% worse and diverges late more often at inflation 1.02.
-    climatology_rmse : float
-        RMSE of the climatological mean, the level a diverged filter sits at.
-    expected : tuple of ExpectedScore
-        The scores known for this setting.
+        ``EnKF('Sqrt', rot=True)`` that produced the reference numbers; applies to the ETKF only.
+    cycles, spinup : int, int
+        Cycles run and the first cycles left out of the scores (at most a fifth of the cycles by default).
+    init_spread : float
+        Standard deviation of the initial ensemble around the initial truth.
+    n_real : int
+        Number N_s of real members in a hybrid cycle.
     """
 
-    name: str
-    source: str
-    description: str
     n: int = 40
     forcing: float = 8.0
     dt: float = 0.05
@@ -104,14 +106,44 @@ class Preset:
     method: str = "etkf"
     members: int = 20
     inflation: float = 1.02
-    cycles: int = 10_000
-    spinup: int = 500
     window: int = 4
     b_mode: str = "hybrid"
-    n_real: int = 10
+    hybrid_weight: float = 0.5
+    b_scale: float = 0.02
     rotate: bool = True
+    cycles: int = 10_000
+    spinup: int = 500
+    init_spread: float = 1.0
+    n_real: int = 10
+
+
+@dataclass(frozen=True, kw_only=True)
+class Preset(ExperimentSettings):
+    """A named Lorenz-96 twin experiment and its default DA setting (every :class:`ExperimentSettings` field).
+
+    Parameters
+    ----------
+    name : str
+        Registry key, after the source (``sakov2008``, ``pan2026``).
+    source : str
+        The paper or talk the setting comes from.
+    description : str
+        One line for ``hybrid-eda l96 presets``.
+    climatology_rmse : float
+        RMSE of the climatological mean, the level a diverged filter sits at.
+    expected : tuple of ExpectedScore
+        The scores known for this setting.
+    """
+
+    name: str
+    source: str
+    description: str
     climatology_rmse: float = 3.6
     expected: tuple[ExpectedScore, ...] = field(default_factory=tuple)
+
+    def settings(self) -> ExperimentSettings:
+        """The preset's experiment settings alone."""
+        return ExperimentSettings(**{f.name: getattr(self, f.name) for f in fields(ExperimentSettings)})
 
     def expected_rmse(
         self, method: str, members: int, inflation: float, emulator: str | None = None
