@@ -4,12 +4,14 @@ One cycle ``k`` at time ``t_k``::
 
     y_l   = H x^t(t_k + l * steps_per_obs * dt) + eps,     l = 0 .. window-1     (observations of the window)
     x^a   = method.analyse(x^b, y)                                             (analysis at t_k)
-    x^a[N_s:] = emulator.generate(x^b[N_s:], x^a[:N_s], ...)                   (hybrid cycles only)
+    x^a[:N_s] = method.analyse(x^b, y, n_analyses=N_s)                          (hybrid: N_s real analyses only)
+    x^a[N_s:] = emulator.generate(x^b[N_s:], x^a[:N_s], ..., guide_backgrounds=x^b[:N_s], observations=y)
     x^b  <- M^{window * steps_per_obs}(x^a)                                     (background at t_{k+1})
 
 The truth and observations are generated block by block from their own random streams, so every method,
 ensemble size and emulator run with the same seed sees the same truth and the same observations (a paired
-comparison), and the hybrid cycle with the ``oracle`` emulator equals the full EDA exactly.
+comparison). In a hybrid cycle the analyses of the emulated members are never computed; only the ``oracle``
+upper bound makes the cycle compute all N and is handed the hidden ones (its hybrid is the full EDA).
 
 Seeds: experiment ``k`` of a batch of ``B`` with seed ``s`` draws every random number (truth, observations,
 initial ensemble, method, emulator) from ``SeedSequence(s + k).spawn(5)`` (:mod:`hybrid_eda.l96.seeding`), so
@@ -35,7 +37,7 @@ import numpy as np
 
 from hybrid_eda.l96 import metrics
 from hybrid_eda.l96.base import Assimilator, FilterDivergenceError
-from hybrid_eda.l96.emulators import MemberEmulator
+from hybrid_eda.l96.emulators import MemberEmulator, UpperBound
 from hybrid_eda.l96.model import Lorenz96
 from hybrid_eda.l96.observations import ObservationOperator
 from hybrid_eda.l96.seeding import STREAMS, BatchGenerator, experiment_streams
@@ -118,10 +120,10 @@ class CycleSettings:
 
 @dataclass(frozen=True)
 class HybridSetting:
-    """The hybrid cycle: members ``0 .. n_real-1`` real, the others from ``emulator``."""
+    """The hybrid cycle: members ``0 .. n_real-1`` real, the others from ``emulator`` (or an upper bound)."""
 
     n_real: int
-    emulator: MemberEmulator
+    emulator: MemberEmulator | UpperBound
 
 
 @dataclass
@@ -140,6 +142,12 @@ class CycleOutput:
         Time spent cycling (truth and observations, methods, forecasts and scoring).
     setup_seconds : float
         Truth spin-up and one warm-up cycle (JIT compilation), not included in ``wall_seconds``.
+    analysis_seconds : float
+        Part of ``wall_seconds`` spent in the method's analyses (in a hybrid cycle: the N_s real ones only).
+    emulation_seconds : float
+        Part of ``wall_seconds`` spent emulating members (hybrid cycles).
+    analyses_per_cycle : int
+        Analyses the method computed per experiment and cycle (N, or N_s in a hybrid cycle with an emulator).
     truth, observations, background, analysis : np.ndarray or None
         ``[T, n]``, ``[T, p]``, ``[T, N, n]``, ``[T, N, n]`` when members were kept (batch 1).
     """
@@ -148,6 +156,9 @@ class CycleOutput:
     series: dict[str, np.ndarray]
     wall_seconds: float
     setup_seconds: float = 0.0
+    analysis_seconds: float = 0.0
+    emulation_seconds: float = 0.0
+    analyses_per_cycle: int = 0
     truth: np.ndarray | None = None
     observations: np.ndarray | None = None
     background: np.ndarray | None = None
@@ -217,6 +228,8 @@ def run_cycles(
     method: Assimilator,
     settings: CycleSettings,
     hybrid: HybridSetting | None = None,
+    *,
+    mask_diverged: bool = False,
 ) -> CycleOutput:
     """Cycle ``method`` against a truth run and score it.
 
@@ -231,7 +244,11 @@ def run_cycles(
     settings : CycleSettings
         Cycles, spin-up, members, batch and seed.
     hybrid : HybridSetting, optional
-        Replace members ``n_real .. N-1`` of every analysis by the emulator's output.
+        Replace members ``n_real .. N-1`` of every analysis by the emulator's output; the method then computes
+        the ``n_real`` real analyses only (all N for an upper bound, which is handed the others).
+    mask_diverged : bool
+        Let an experiment of the batch blow up without stopping the others: it is parked on finite values,
+        its scores become ``inf`` (``diverged_at_cycle`` says when) and its series NaN from then on.
 
     Returns
     -------
@@ -241,7 +258,7 @@ def run_cycles(
     Raises
     ------
     FilterDivergenceError
-        When the background or analysis becomes non-finite; the message names the cycle.
+        When the background or analysis becomes non-finite (unless ``mask_diverged``); the message names the cycle.
     """
     n_members, batch, n = settings.members, settings.batch, model.n
     window, steps_per_obs = int(method.window), int(method.steps_per_obs)
@@ -261,7 +278,7 @@ def run_cycles(
     truth = spin_up_truth(model, batch, settings.truth_spinup_steps, truth_rng)  # [B, n]
     _check_truth(truth, model, "its spin-up")
     ens = truth[:, None, :] + settings.init_spread * init_rng.standard_normal((batch, n_members, n))  # [B, N, n]
-    _warm_up(model, obs, method, ens, window)
+    _warm_up(model, obs, _AnalysisStep(method, hybrid, n_members), ens, window)
     start = time.perf_counter()
 
     block = max(1, min(_MAX_BLOCK, _BLOCK_BYTES // (16 * batch * n_members * n)))
@@ -271,7 +288,8 @@ def run_cycles(
     bg_buf = np.empty((block, batch, n_members, n))  # [c, B, N, n]
     an_buf = np.empty((block, batch, n_members, n))  # [c, B, N, n]
     progress = _progress_bar(settings)
-    n_real = hybrid.n_real if hybrid is not None else n_members
+    step = _AnalysisStep(method, hybrid, n_members)
+    lost_at = np.full(batch, -1)  # cycle at which an experiment blew up (mask_diverged), -1 = never
     try:
         with np.errstate(over="ignore", invalid="ignore"):
             for first in range(0, settings.cycles, block):
@@ -279,31 +297,29 @@ def run_cycles(
                 truth_c, y_c, truth = _truth_block(model, obs, truth, count, window, steps_per_obs, obs_rng)
                 _check_truth(truth, model, f"cycles {first}-{first + count}")
                 for c in range(count):
+                    cycle = first + c
                     xb = ens  # [B, N, n]
-                    if not np.isfinite(xb.sum()):
+                    size = np.abs(xb).max()
+                    if mask_diverged and not size <= _LOST_STATE:
+                        xb = _retire(xb, np.abs(xb).max(axis=(-2, -1)) > _LOST_STATE, truth_c[c], lost_at, cycle)
+                    elif not np.isfinite(size):
                         raise _divergence(
-                            first + c,
+                            cycle,
                             "background became non-finite (NaN or inf)",
                             settings,
                             ~np.isfinite(xb).all(axis=(-2, -1)),
                         )
                     try:
-                        xa = method.analyse(xb, y_c[c], method_rng)  # [B, N, n]
+                        xa = step(xb, y_c[c], method_rng, emulator_rng)  # [B, N, n]
                     except (np.linalg.LinAlgError, FloatingPointError, FilterDivergenceError) as err:
                         # Finite but astronomically large members overflow inside the method.
-                        size = float(np.abs(xb).max())
-                        problem = f"analysis failed on members as large as {size:.3g} ({err})"
-                        raise _divergence(first + c, problem, settings, np.ones(batch, bool)) from err
-                    if hybrid is not None:
-                        xa = xa.copy()
-                        xa[:, n_real:] = _emulate(hybrid, xb, xa, emulator_rng)
+                        problem = f"analysis failed on members as large as {float(size):.3g} ({err})"
+                        raise _divergence(cycle, problem, settings, np.ones(batch, bool)) from err
                     if not np.isfinite(xa.sum()):
-                        raise _divergence(
-                            first + c,
-                            "analysis became non-finite (NaN or inf)",
-                            settings,
-                            ~np.isfinite(xa).all(axis=(-2, -1)),
-                        )
+                        bad = ~np.isfinite(xa).all(axis=(-2, -1))
+                        if not mask_diverged:
+                            raise _divergence(cycle, "analysis became non-finite (NaN or inf)", settings, bad)
+                        xa = _retire(xa, bad, truth_c[c], lost_at, cycle)
                     accumulator.update(xb, xa, truth_c[c])
                     bg_buf[c] = xb
                     an_buf[c] = xa
@@ -320,19 +336,100 @@ def run_cycles(
         progress.close()
     wall = time.perf_counter() - start
     return CycleOutput(
-        experiments=accumulator.summaries(),
+        experiments=_mark_lost(accumulator.summaries(), series, lost_at),
         series=series,
         wall_seconds=wall,
         setup_seconds=start - setup_start,
+        analysis_seconds=step.analysis_seconds,
+        emulation_seconds=step.emulation_seconds,
+        analyses_per_cycle=step.n_analyses or n_members,
         **(kept or {}),
     )
 
 
-def _warm_up(model: Lorenz96, obs: ObservationOperator, method: Assimilator, ens: np.ndarray, window: int) -> None:
+class _AnalysisStep:
+    """One analysis of the cycle, timed: the method's analyses, then (hybrid) the emulated members.
+
+    A plain cycle asks the method for all N analyses. A hybrid cycle with an emulator asks it for the N_s real
+    analyses only (``n_analyses=N_s``): the analyses of the emulated members are never computed, so the
+    emulator cannot read them, and the saving shows in ``analysis_seconds``. Only an upper bound
+    (:class:`~hybrid_eda.l96.emulators.UpperBound`) makes the cycle compute all N and hands it the hidden ones.
+    """
+
+    def __init__(self, method: Assimilator, hybrid: HybridSetting | None, n_members: int) -> None:
+        self.method, self.hybrid = method, hybrid
+        self.bound = hybrid is not None and isinstance(hybrid.emulator, UpperBound)
+        #: Analyses asked of the method per experiment (None: all N).
+        self.n_analyses = None if hybrid is None or self.bound else hybrid.n_real
+        self.n_members = n_members
+        self.analysis_seconds = 0.0
+        self.emulation_seconds = 0.0
+
+    def analyse(self, xb: np.ndarray, y: np.ndarray, rng: Any) -> np.ndarray:
+        if self.n_analyses is None:
+            return self.method.analyse(xb, y, rng)
+        return self.method.analyse(xb, y, rng, n_analyses=self.n_analyses)
+
+    def __call__(self, xb: np.ndarray, y: np.ndarray, method_rng: Any, emulator_rng: Any) -> np.ndarray:
+        """``xb [B, N, n]``, ``y [B, L, p]`` -> ``xa [B, N, n]``."""
+        t0 = time.perf_counter()
+        xa_method = self.analyse(xb, y, method_rng)  # [B, N, n] or [B, N_s, n]
+        t1 = time.perf_counter()
+        self.analysis_seconds += t1 - t0
+        if self.hybrid is None:
+            return xa_method
+        n_s = self.hybrid.n_real
+        xa = np.empty(xb.shape)  # [B, N, n]
+        xa[:, :n_s] = xa_method[:, :n_s]
+        if self.bound:
+            # The upper bound, and only it, is handed the analyses of the members it stands in for.
+            xa[:, n_s:] = self.hybrid.emulator.members(xa_method[:, n_s:], xb[:, n_s:])  # type: ignore[union-attr]
+        else:
+            xa[:, n_s:] = _emulate(self.hybrid, xb, xa_method, y.copy(), emulator_rng)
+        self.emulation_seconds += time.perf_counter() - t1
+        return xa
+
+
+#: In a masked batch, a member this large (or non-finite) means its experiment blew up: Lorenz-96 states stay
+#: within about +-20 on the attractor, and an RK4 step from 1e4 overflows within a few steps anyway.
+_LOST_STATE = 1e4
+
+
+def _retire(ens: np.ndarray, bad: np.ndarray, truth: np.ndarray, lost_at: np.ndarray, cycle: int) -> np.ndarray:
+    """Mark the experiments ``bad [B]`` lost at ``cycle`` and park them on the truth (finite placeholders).
+
+    The placeholders keep the vectorised batch finite; the lost experiments' scores are replaced by
+    :func:`_mark_lost`, and their random streams are their own, so the other experiments are untouched.
+    """
+    ens = ens.copy()
+    new = bad & (lost_at < 0)
+    lost_at[new] = cycle
+    ens[bad] = truth[bad][:, None, :]
+    return ens
+
+
+def _mark_lost(experiments: list[dict[str, Any]], series: dict[str, np.ndarray], lost_at: np.ndarray) -> list:
+    """Scores of experiments that blew up: infinite errors, no histogram, NaN series from the cycle it happened."""
+    for b, cycle in enumerate(lost_at):
+        e = experiments[b]
+        e["diverged_at_cycle"] = None if cycle < 0 else int(cycle)
+        if cycle < 0:
+            continue
+        for key, value in e.items():
+            if isinstance(value, float):
+                e[key] = np.inf if "ratio" not in key else np.nan
+            elif key.endswith("rank_histogram"):
+                e[key] = [0] * len(value)
+        for values in series.values():
+            values[cycle:, b] = np.nan
+    return experiments
+
+
+def _warm_up(model: Lorenz96, obs: ObservationOperator, step: _AnalysisStep, ens: np.ndarray, window: int) -> None:
     """One throw-away analysis and forecast (own generator, copies) so JIT compilation is not timed."""
     y = np.broadcast_to(obs.apply(ens.mean(axis=-2))[:, None, :], (ens.shape[0], window, obs.p))  # [B, L, p]
     with np.errstate(over="ignore", invalid="ignore"):
-        model.forecast(method.analyse(ens.copy(), np.ascontiguousarray(y), np.random.default_rng(0)), 1)
+        model.forecast(step.analyse(ens.copy(), np.ascontiguousarray(y), np.random.default_rng(0)), 1)
 
 
 def _block_series(
@@ -345,25 +442,29 @@ def _block_series(
     series["background_spread"][cycles] = metrics.spread(bg)
 
 
-def _emulate(hybrid: HybridSetting, xb: np.ndarray, xa: np.ndarray, rng: BatchGenerator) -> np.ndarray:
-    """Members ``N_s .. N-1`` from the emulator: ``[B, N, n] -> [B, N - N_s, n]``."""
-    n_s, n_members = hybrid.n_real, xa.shape[-2]
+def _emulate(hybrid: HybridSetting, xb: np.ndarray, xa_real: np.ndarray, y: np.ndarray, rng: Any) -> np.ndarray:
+    """Members ``N_s .. N-1`` from the emulator.
+
+    ``xb [B, N, n]`` all backgrounds, ``xa_real [B, N_s, n]`` the real analyses (the only ones computed),
+    ``y [B, L, p]`` the window's observations; returns ``[B, N - N_s, n]``.
+    """
+    n_s, n_emulated = hybrid.n_real, xb.shape[-2] - hybrid.n_real
     emulator = hybrid.emulator
     if getattr(emulator, "supports_batch", True):
-        return emulator.generate(
-            xb[:, n_s:], xa[:, :n_s], n_members - n_s, rng, guide_backgrounds=xb[:, :n_s], real_analyses=xa[:, n_s:]
+        return emulator.generate(  # type: ignore[union-attr]
+            xb[:, n_s:], xa_real, n_emulated, rng, guide_backgrounds=xb[:, :n_s], observations=y
         )
     return np.stack(
         [
-            emulator.generate(
+            emulator.generate(  # type: ignore[union-attr]
                 xb[b, n_s:],
-                xa[b, :n_s],
-                n_members - n_s,
+                xa_real[b],
+                n_emulated,
                 rng[b],  # experiment b's own stream
                 guide_backgrounds=xb[b, :n_s],
-                real_analyses=xa[b, n_s:],
+                observations=y[b],
             )
-            for b in range(xa.shape[0])
+            for b in range(xb.shape[0])
         ]
     )
 

@@ -31,10 +31,11 @@ from hybrid_eda.l96.cycle import (
     memory_parts,
     run_cycles,
 )
-from hybrid_eda.l96.emulators import EMULATORS, get_emulator
+from hybrid_eda.l96.emulators import BOUNDS, EMULATORS, get_member_source
 from hybrid_eda.l96.model import Lorenz96
 from hybrid_eda.l96.observations import ObservationOperator
 from hybrid_eda.l96.presets import TWIN_FIELDS, ExpectedScore, ExperimentSettings, Preset, get_preset
+from hybrid_eda.l96.seed_stats import SeedDistribution
 
 __all__ = [
     "ExperimentConfig",
@@ -46,6 +47,7 @@ __all__ = [
     "run_experiment",
     "run_hybrid",
     "run_table",
+    "seed_distribution",
 ]
 
 LOGGER = logging.getLogger(__name__)
@@ -163,7 +165,7 @@ b_mode, hybrid_weight, b_scale, n_real, init_spread, rotate
         if not self.init_spread > 0:  # type: ignore[operator]
             raise ValueError(f"init_spread must be positive, got {self.init_spread}; use e.g. --init-spread 1.0.")
         if self.emulator is not None:
-            get_emulator(self.emulator)
+            get_member_source(self.emulator)
             if not 1 <= self.n_real < members:  # type: ignore[operator]
                 raise ValueError(
                     f"--n-real must be between 1 and --members - 1 = {members - 1}, got {self.n_real}: "
@@ -456,7 +458,9 @@ class ExperimentResult:
         return run_summary(self)
 
 
-def run_experiment(config: ExperimentConfig, archive: bool = False, progress: bool = False) -> ExperimentResult:
+def run_experiment(
+    config: ExperimentConfig, archive: bool = False, progress: bool = False, *, mask_diverged: bool = False
+) -> ExperimentResult:
     """Run one experiment (or a batch) and score it.
 
     Parameters
@@ -468,16 +472,19 @@ def run_experiment(config: ExperimentConfig, archive: bool = False, progress: bo
         :class:`~hybrid_eda.l96.archive.EDAArchive` (``result.archive``; batch 1 only).
     progress : bool
         Show a progress bar when stderr is a terminal.
+    mask_diverged : bool
+        An experiment of the batch that blows up is recorded as lost (``inf`` scores, ``diverged_at_cycle``)
+        instead of stopping the batch (the distributions over seeds of :func:`run_hybrid`, :func:`run_table`).
 
     Raises
     ------
     FilterDivergenceError
-        When the state became non-finite; the message names the cycle and what to try.
+        When the state became non-finite (unless ``mask_diverged``); the message names the cycle and what to try.
     """
     spec = method_spec(config.method)
     members, hybrid = config.members, None
     if config.emulator is not None:
-        emulator = get_emulator(config.emulator)
+        emulator = get_member_source(config.emulator)
         if emulator.reduces_ensemble:
             members = int(config.n_real)  # type: ignore[arg-type]
         else:
@@ -496,7 +503,9 @@ def run_experiment(config: ExperimentConfig, archive: bool = False, progress: bo
         progress=progress,
     )
     LOGGER.debug("cycling %s for %d cycles (%s)", method, config.cycles, config)
-    output = run_cycles(config.model(), config.observations(), method, settings, hybrid=hybrid)
+    output = run_cycles(
+        config.model(), config.observations(), method, settings, hybrid=hybrid, mask_diverged=mask_diverged
+    )
     result = ExperimentResult(config=config, output=output, method=repr(method))
     if archive:
         result.archive = _archive(result)
@@ -518,9 +527,14 @@ def _archive(result: ExperimentResult) -> EDAArchive:
     )
 
 
+def seed_distribution(result: ExperimentResult, key: str = "analysis_rmse") -> SeedDistribution:
+    """A time-mean score of every experiment (seed) of a batch: median, band and the fraction that lost track."""
+    return SeedDistribution.of([e[key] for e in result.output.experiments])
+
+
 @dataclass
 class HybridResult:
-    """The full EDA and the hybrid cycle of the same experiment (same truth, observations and seed)."""
+    """The full EDA and the hybrid cycle of the same seeds (same truths and observations), a batch each."""
 
     full: ExperimentResult
     hybrid: ExperimentResult
@@ -532,25 +546,66 @@ class HybridResult:
 
 
 def run_hybrid(config: ExperimentConfig, progress: bool = False) -> HybridResult:
-    """Run the full N-member EDA and the hybrid cycle ``config.emulator`` with the same seed."""
+    """Run the full N-member EDA and the hybrid cycle ``config.emulator`` on the same seeds.
+
+    ``config.batch`` seeds ``seed .. seed + batch - 1`` run as one batch each; a seed that blows up counts as
+    lost track instead of stopping the batch. Both outputs carry ``analysis_seconds``: the time of the N
+    analyses (minimisations, for 4D-Var) of the full EDA and of the N_s real ones of the hybrid.
+    """
     if config.emulator is None:
         raise ValueError("run_hybrid needs one emulator (config.emulator); use run_table for all of them.")
-    full = run_experiment(config.full(), progress=progress)
-    return HybridResult(full=full, hybrid=run_experiment(config, progress=progress))
+    full = run_experiment(config.full(), progress=progress, mask_diverged=True)
+    return HybridResult(full=full, hybrid=run_experiment(config, progress=progress, mask_diverged=True))
+
+
+#: What each kind of table row is, as tables and JSON label it.
+ROW_KINDS = {"full": "full EDA", "none": "N_s-member EDA", "emulator": "emulator", "bound": "upper bound"}
 
 
 @dataclass
 class TableRow:
-    """One emulator in the table: its best run over the inflations tried, and every inflation's score."""
+    """One row of the table: its best inflation (lowest median over seeds) and every inflation's distribution.
+
+    Attributes
+    ----------
+    emulator : str
+        ``full`` (the N-member EDA), an emulator name, or an upper bound (``oracle``).
+    kind : str
+        A value of :data:`ROW_KINDS`: ``full EDA``, ``N_s-member EDA``, ``emulator`` or ``upper bound``.
+    best : ExperimentResult or None
+        The batch at the best inflation (None when every inflation failed).
+    by_inflation : dict
+        Inflation -> :class:`~hybrid_eda.l96.seed_stats.SeedDistribution` of the analysis RMSE.
+    errors : dict
+        Inflation -> message, for inflations whose whole batch failed (e.g. an unstable truth run).
+    """
 
     emulator: str
+    kind: str
     best: ExperimentResult | None
-    by_inflation: dict[float, float]
+    by_inflation: dict[float, SeedDistribution]
     errors: dict[float, str]
 
     @property
     def best_inflation(self) -> float | None:
         return None if self.best is None else self.best.config.inflation
+
+    @property
+    def distribution(self) -> SeedDistribution | None:
+        return None if self.best is None else self.by_inflation[self.best.config.inflation]
+
+
+def _row_kind(name: str) -> str:
+    if name == "full":
+        return ROW_KINDS["full"]
+    if name in BOUNDS:
+        return ROW_KINDS["bound"]
+    return ROW_KINDS["none"] if get_member_source(name).reduces_ensemble else ROW_KINDS["emulator"]
+
+
+def _rank(d: SeedDistribution, inflation: float) -> tuple[float, float, float, float]:
+    """Best inflation: lowest median, then fewest seeds lost, then lowest 90th percentile, then least inflation."""
+    return (d.median, d.lost_fraction, d.high, inflation)
 
 
 def run_table(
@@ -559,24 +614,26 @@ def run_table(
     inflations: Sequence[float] | None = None,
     progress: bool = False,
 ) -> list[TableRow]:
-    """All emulators side by side, each at its best inflation; the first row is the full EDA.
+    """The full EDA, every emulator and the upper bound side by side, each at its best inflation.
 
     Parameters
     ----------
     config : ExperimentConfig
-        The hybrid setting (``n_real``, method, members, cycles, seed); ``emulator`` is ignored.
+        The hybrid setting (``n_real``, method, members, cycles); ``batch`` seeds ``seed .. seed + batch - 1``
+        run per row and inflation; ``emulator`` is ignored.
     emulators : sequence of str, optional
-        Emulator names (default: all built-in ones).
+        Emulator and bound names (default: every built-in emulator, then the ``oracle`` upper bound).
     inflations : sequence of float, optional
-        Inflations to try per emulator (default: ``config.inflation`` only); the lowest analysis RMSE wins.
-        A run whose state became non-finite is recorded as an error for that inflation.
+        The inflation grid tried per row (default: ``config.inflation`` only); the lowest median analysis RMSE
+        over seeds wins. A seed that blows up counts as lost track (``inf``); an inflation whose whole batch
+        failed is recorded under ``errors``.
     """
-    names = list(emulators) if emulators is not None else list(EMULATORS)
+    names = list(emulators) if emulators is not None else [*EMULATORS, *BOUNDS]
     infls = sorted({float(i) for i in (inflations or [config.inflation])})
     n_real = config.n_real if config.n_real is not None else config.get_preset().n_real
     rows = []
     for name in ["full", *names]:
-        by_inflation: dict[float, float] = {}
+        by_inflation: dict[float, SeedDistribution] = {}
         errors: dict[float, str] = {}
         best: ExperimentResult | None = None
         for infl in infls:
@@ -585,12 +642,14 @@ def run_table(
             else:
                 cfg = replace(config, emulator=name, n_real=n_real, inflation=infl)
             try:
-                res = run_experiment(cfg, progress=progress)
+                res = run_experiment(cfg, progress=progress, mask_diverged=True)
             except FilterDivergenceError as err:
                 errors[infl] = str(err)
                 continue
-            by_inflation[infl] = res.score("analysis_rmse")
-            if best is None or by_inflation[infl] < best.score("analysis_rmse"):
+            by_inflation[infl] = seed_distribution(res)
+            if best is None or _rank(by_inflation[infl], infl) < _rank(
+                by_inflation[best.config.inflation], best.config.inflation
+            ):
                 best = res
-        rows.append(TableRow(emulator=name, best=best, by_inflation=by_inflation, errors=errors))
+        rows.append(TableRow(emulator=name, kind=_row_kind(name), best=best, by_inflation=by_inflation, errors=errors))
     return rows
