@@ -34,6 +34,8 @@ from pathlib import Path
 import numpy as np
 from hydra.experimental.callback import Callback
 
+from hybrid_eda.errors import UserInputError
+from hybrid_eda.outputs import check_output_dir
 from hybrid_eda.synthetic.grids import make_grid
 
 __all__ = [
@@ -44,6 +46,7 @@ __all__ = [
     "default_grids_dir",
     "ensure_grid_files",
     "grid_file",
+    "grid_name_of_size",
     "use_local_grids",
     "write_grid_file",
 ]
@@ -76,7 +79,7 @@ def write_grid_file(name: str, directory: str | Path) -> Path:
     both need a file; the upper-case one is a symbolic link to the lower-case one.
     """
     grid = make_grid(name)
-    directory = Path(directory)
+    directory = _check_grids_dir(Path(directory))
     directory.mkdir(parents=True, exist_ok=True)
     path = grid_file(grid.name, directory)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.stem}-", suffix=".npz")
@@ -99,6 +102,25 @@ def write_grid_file(name: str, directory: str | Path) -> Path:
     return path
 
 
+def grid_name_of_size(npoints: int, names: Iterable[str] = DEFAULT_GRIDS) -> str:
+    """The grid of ``names`` with ``npoints`` points (e.g. 5248 -> ``"O32"``), for error messages."""
+    for name in names:
+        grid = make_grid(name)
+        if grid.npoints == npoints:
+            return grid.name
+    return "a grid other than " + "/".join(n.upper() for n in names)
+
+
+def _check_grids_dir(directory: Path) -> Path:
+    """A folder the grid files can be written to, or an error naming the fix."""
+    try:
+        return check_output_dir(directory)
+    except UserInputError as err:
+        raise UserInputError(
+            f"grid files: {err}; give another folder with `hybrid-eda grids --dir DIR` or ${GRIDS_DIR_ENV}"
+        ) from None
+
+
 def _is_valid(path: Path, npoints: int) -> bool:
     try:
         with np.load(path) as data:
@@ -110,6 +132,8 @@ def _is_valid(path: Path, npoints: int) -> bool:
 def ensure_grid_files(names: Iterable[str] = DEFAULT_GRIDS, directory: str | Path | None = None) -> Path:
     """Write the grid files of ``names`` that are missing or broken in ``directory``; return the directory."""
     directory = default_grids_dir() if directory is None else Path(directory).expanduser()
+    if directory.exists() and not directory.is_dir():
+        _check_grids_dir(directory)  # raises: a file where the folder should be
     for name in names:
         grid = make_grid(name)
         path = grid_file(grid.name, directory)

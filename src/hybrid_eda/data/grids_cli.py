@@ -6,7 +6,8 @@ eval "$(hybrid-eda grids)"        # then anemoi-graphs / anemoi-datasets / anemo
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
+
+from hybrid_eda.outputs import output_dir
 
 __all__ = ["add_parser"]
 
@@ -20,7 +21,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         'ANEMOI_SETTINGS_UTILS__GRIDS_PATH and ANEMOI_CONFIG_UTILS_GRIDS_PATH; use as eval "$(hybrid-eda grids)".',
     )
     parser.add_argument(
-        "--dir", type=Path, default=None, help="folder for the files (default ~/.cache/hybrid-eda/grids)"
+        "--dir", type=output_dir, default=None, help="folder for the files (default ~/.cache/hybrid-eda/grids)"
     )
     parser.add_argument("--names", nargs="+", default=None, help="grids to write, e.g. o96 n80 (default: o16..n128)")
     parser.set_defaults(func=run)

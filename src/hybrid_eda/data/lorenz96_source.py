@@ -48,6 +48,7 @@ from typing import Any
 
 import numpy as np
 
+from hybrid_eda.errors import UserInputError
 from hybrid_eda.l96.archive import EDAArchive
 
 LOGGER = logging.getLogger(__name__)
@@ -203,6 +204,8 @@ def load_archive(path: str | Path) -> EDAArchive:
             f"where `anemoi-datasets create` runs). Write one with "
             f"`hybrid-eda l96 run ... --archive {path}`, or give `run: {{...}}` instead of `archive:`."
         ) from err
+    except UserInputError as err:  # not an archive, truncated, keys missing: the message names the file and the fix
+        raise UserInputError(f"lorenz96 source: {err}") from err
 
 
 def run_archive(run: dict[str, Any]) -> EDAArchive:

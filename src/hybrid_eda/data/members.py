@@ -422,7 +422,8 @@ def check_store_pair(inputs: Any, target: Any, members: int | None = None, atol_
     if lat_in.shape != lat_t.shape:
         raise ValueError(
             f"input and target stores are on different grids: {lat_in.size} vs {lat_t.size} points "
-            f"(resolution {getattr(inputs, 'resolution', '?')} vs {getattr(target, 'resolution', '?')})"
+            f"(resolution {getattr(inputs, 'resolution', '?')} vs {getattr(target, 'resolution', '?')}); build the "
+            "member and std stores from the same GRIB files (same grid)"
         )
     dlon = np.abs((lon_in - lon_t + 180.0) % 360.0 - 180.0)
     if not (np.allclose(lat_in, lat_t, atol=atol_degrees) and np.all(dlon <= atol_degrees)):

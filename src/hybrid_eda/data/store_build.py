@@ -45,6 +45,9 @@ from anemoi.datasets.create.gridded.creator import SimpleGriddedCreator
 from anemoi.datasets.create.statistics import StatisticsCollector, _Collector, _ConstantsCollector
 from anemoi.transform.variables import Variable
 from earthkit.data.indexing.cube import Cubelet
+from gribapi.errors import GribInternalError
+
+from hybrid_eda.data.store_checks import check_store_path, explain_grib_error, read_recipe
 
 __all__ = [
     "CREATE_STEPS",
@@ -105,9 +108,26 @@ def write_cube(cube: Any, array: Any, indexes: Sequence[int]) -> None:
             m1 = min(m0 + step, n_members)
             for v in range(n_variables):
                 for m in range(m0, m1):
-                    block[0, v, m - m0] = Cubelet(cube, (d, v, m)).to_numpy()  # [grid]
+                    values = Cubelet(cube, (d, v, m)).to_numpy().reshape(-1)  # [grid]
+                    if values.size != block.shape[-1]:
+                        raise _grid_mismatch(cube, (d, v, m), values.size, block.shape[-1])
+                    block[0, v, m - m0] = values
             array[row : row + 1, :, m0:m1, :] = block[:, :, : m1 - m0]
         LOGGER.info("wrote date %d (row %d): %d members in %.1f s", d, row, n_members, time.perf_counter() - start)
+
+
+def _grid_mismatch(cube: Any, where: tuple[int, int, int], npoints: int, expected: int) -> ValueError:
+    """The error for a field on another grid than the store (e.g. members on O32 joined with fields on N32)."""
+    from hybrid_eda.data.grids import grid_name_of_size
+
+    coords = cube.user_coords
+    names = [list(values)[i] for values, i in zip(coords.values(), where, strict=False)]
+    label = ", ".join(f"{key} {name}" for key, name in zip(coords, names, strict=False)) or f"field {where}"
+    return ValueError(
+        f"the recipe mixes grids: {label} has {npoints} points ({grid_name_of_size(npoints)}) but the store's grid "
+        f"has {expected} ({grid_name_of_size(expected)}, from the first field); build every source of one store, "
+        "and the member and std stores trained together, from GRIB files on the same grid"
+    )
 
 
 # -- finalise: statistics one ensemble chunk at a time -------------------------------------------------------------
@@ -253,8 +273,7 @@ def make_creator(path: str | Path, recipe: str | Path | None = None, **kwargs: A
             raise FileNotFoundError(f"no store at {path}; create it first with the init step (init RECIPE {path})")
         loaded = loader_recipe_from_zarr(str(path))
     else:
-        if not Path(recipe).is_file():
-            raise FileNotFoundError(f"recipe {recipe} does not exist")
+        read_recipe(recipe)  # a clear error for a missing file, bad YAML or a YAML that is not a mapping
         loaded = loader_recipe_from_yaml(str(recipe))
     if loaded.output.layout != "gridded":
         raise ValueError(
@@ -287,11 +306,36 @@ def run_steps(
         raise ValueError(f"unknown step(s) {unknown}; choose from {list(CREATE_STEPS)}")
     if "init" in steps and recipe is None:
         raise ValueError("the init step needs the recipe (a YAML file)")
+    recipe_dict = read_recipe(recipe) if recipe is not None else None
+    new_store = False
+    if "init" in steps:
+        check_store_path(path, overwrite)  # before anemoi-datasets, which would remove whatever is at `path`
+        new_store = not Path(path).exists()
     for step in steps:
         kwargs: dict[str, Any] = {"overwrite": overwrite} if step == "init" else {}
         if step == "load" and parts:
             kwargs["parts"] = parts
         creator = make_creator(path, recipe, **kwargs)
         start = time.perf_counter()
-        getattr(TaskDispatcher(creator), f"task_{step}")()
+        try:
+            getattr(TaskDispatcher(creator), f"task_{step}")()
+        except BaseException as err:
+            # A store this call began and whose init failed holds nothing: remove it, so that a new try needs no
+            # --overwrite (a store that existed before, or one whose dates are partly loaded, is left as it is).
+            removed = step == "init" and new_store and _remove_store(Path(path))
+            if isinstance(err, GribInternalError):  # e.g. PrematureEndOfFileError of a truncated file
+                stored = getattr(creator.recipe, "model_dump", None)  # the store's own recipe (load, finalise)
+                raise explain_grib_error(
+                    err, recipe_dict or (stored() if stored else None), path, step, store_left=not removed
+                ) from err
+            raise
         LOGGER.info("step %s of %s done in %.1f s", step, path, time.perf_counter() - start)
+
+
+def _remove_store(path: Path) -> bool:
+    """Remove a store that this process created (and its lock file); whether it is gone."""
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+    Path(f"{path}.lock").unlink(missing_ok=True)
+    return not path.exists()

@@ -51,11 +51,12 @@ def run(args: argparse.Namespace) -> int:
     import pyproj  # noqa: F401  isort: skip
 
     from hybrid_eda.data.store_build import CREATE_STEPS, run_steps
+    from hybrid_eda.data.store_checks import is_zarr_store
 
-    if args.step in ("load", "finalise") and not args.path.exists():
-        raise FileNotFoundError(f"no store at {args.path}; run `hybrid-eda store init RECIPE {args.path}` first")
     if getattr(args, "parts", None) is not None:
         _check_parts(args.parts)
+    if args.step in ("load", "finalise") and not is_zarr_store(args.path):
+        raise FileNotFoundError(f"no store at {args.path}; run `hybrid-eda store init RECIPE {args.path}` first")
     steps = CREATE_STEPS if args.step == "create" else (args.step,)
     run_steps(
         steps,
@@ -74,19 +75,10 @@ def _check_parts(parts: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m hybrid_eda.data.store_cli STEP ...``: the ``store`` command on its own."""
-    from hybrid_eda.threads import configure_threads
+    """``python -m hybrid_eda.data.store_cli STEP ...``: ``hybrid-eda store STEP ...`` (its error handling included)."""
+    from hybrid_eda.cli import main as hybrid_eda_main
 
-    configure_threads()
-    parser = argparse.ArgumentParser(prog="python -m hybrid_eda.data.store_cli")
-    add_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["store", *(sys.argv[1:] if argv is None else argv)])
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    try:
-        return run(args)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"{parser.prog}: error: {err}", file=sys.stderr)
-        return 2
+    return hybrid_eda_main(["store", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":  # pragma: no cover

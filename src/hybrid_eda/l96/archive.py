@@ -7,6 +7,8 @@ The archive is what the ``lorenz96`` anemoi-datasets source turns into a zarr st
 from __future__ import annotations
 
 import json
+import zipfile
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -14,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from hybrid_eda.errors import UserInputError
 
 __all__ = ["EDAArchive"]
 
@@ -140,8 +144,9 @@ class EDAArchive:
         return np.asarray(indices, dtype=np.int64)
 
     def save(self, path: str | Path) -> Path:
-        """Write the archive to a compressed ``.npz`` file and return its path."""
+        """Write the archive to a compressed ``.npz`` file (its folder is created if missing) and return its path."""
         path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(
             path,
             truth=self.truth,
@@ -157,7 +162,16 @@ class EDAArchive:
 
     @classmethod
     def load(cls, path: str | Path) -> EDAArchive:
-        """Read an archive written by :meth:`save`."""
+        """Read an archive written by :meth:`save`.
+
+        Raises
+        ------
+        FileNotFoundError
+            If there is no file at ``path`` (nor at ``path.npz``).
+        UserInputError
+            If the file is not such an archive (not an ``.npz``, truncated, keys or metadata missing, arrays that
+            disagree); the message names the file and how to write a valid one.
+        """
         path = Path(path)
         if not path.exists() and path.with_name(path.name + ".npz").exists():
             path = path.with_name(path.name + ".npz")  # np.savez appends the suffix
@@ -165,21 +179,44 @@ class EDAArchive:
             raise FileNotFoundError(
                 f"No EDA archive at {path}; write one with `hybrid-eda l96 run ... --archive {path}`."
             )
-        with np.load(path, allow_pickle=False) as f:
-            missing = {"truth", "observations", "obs_index", "background", "analysis", "meta"} - set(f.files)
-            if missing:
-                raise ValueError(f"{path} is not a hybrid-eda L96 archive: it lacks {sorted(missing)}.")
-            meta = json.loads(str(f["meta"]))
+        if path.is_dir():
+            raise UserInputError(f"{path} is a folder, not an EDA archive; {_HOW_TO_WRITE.format(path=path)}")
+        with path.open("rb") as handle:
+            if handle.read(4) != b"PK\x03\x04":  # every .npz is a zip file
+                raise UserInputError(
+                    f"{path} is not an EDA archive: it is not an .npz (zip) file; {_HOW_TO_WRITE.format(path=path)}"
+                )
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                missing = set(_KEYS) - set(f.files)
+                if missing:
+                    raise UserInputError(
+                        f"{path} is not a hybrid-eda L96 archive: it lacks {sorted(missing)}; "
+                        + _HOW_TO_WRITE.format(path=path)
+                    )
+                meta = json.loads(str(f["meta"]))
+                arrays = {name: f[name] for name in _KEYS if name != "meta"}
             return cls(
-                truth=f["truth"],
-                observations=f["observations"],
-                obs_index=f["obs_index"],
-                background=f["background"],
-                analysis=f["analysis"],
+                **arrays,
                 settings=meta["settings"],
                 start_date=meta["start_date"],
                 cycle_hours=int(meta["cycle_hours"]),
             )
+        except UserInputError:
+            raise
+        except (OSError, EOFError, ValueError, KeyError, TypeError, zipfile.BadZipFile, zlib.error) as err:
+            # np.load of a file that is not a zip (ValueError: "pickled data"), a truncated one (BadZipFile,
+            # EOFError), a corrupted member (zlib.error, BadZipFile: bad CRC), unreadable or incomplete metadata.
+            reason = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+            raise UserInputError(
+                f"cannot read the EDA archive {path}: it is not a complete .npz written by hybrid-eda ({reason}); "
+                + _HOW_TO_WRITE.format(path=path)
+            ) from err
+
+
+#: Arrays (and the JSON ``meta``) an archive file holds.
+_KEYS = ("truth", "observations", "obs_index", "background", "analysis", "meta")
+_HOW_TO_WRITE = "write a valid one with `hybrid-eda l96 run ... --archive {path}`."
 
 
 def _parse_date(date: datetime | str) -> datetime:

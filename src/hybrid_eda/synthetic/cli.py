@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-from pathlib import Path
+
+from hybrid_eda.outputs import output_dir
 
 __all__ = ["add_parser"]
 
@@ -38,7 +39,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="physics parameter, e.g. errors.front_factor=4, observations.count=500, "
                         "flow.decorrelation_hours=48 (repeatable)")  # fmt: skip
-    parser.add_argument("--out", type=Path, required=True, help="output folder")
+    parser.add_argument("--out", type=output_dir, required=True, help="output folder (created if missing)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing synthetic EDA in --out")
     parser.set_defaults(func=run)
 
