@@ -70,29 +70,45 @@ def test_run_4dvar_options(tmp_path):
 
 def test_hybrid_json_has_full_and_hybrid(tmp_path, capsys):
     out = tmp_path / "h.json"
-    argv = ["l96", "hybrid", "--n-real", "10", "--emulator", "mean-shift", "--cycles", "300", "--json", str(out)]
-    assert main([*argv, "--plot", str(tmp_path / "h.png")]) == 0
+    argv = ["l96", "hybrid", "--n-real", "10", "--emulator", "mean-shift", "--cycles", "300", "--seeds", "3"]
+    assert main([*argv, "--json", str(out), "--plot", str(tmp_path / "h.png")]) == 0
     data = json.loads(out.read_text())
     assert SUMMARY_KEYS <= set(data["full"]) and SUMMARY_KEYS <= set(data["hybrid"])
-    assert data["emulator"] == "mean-shift" and data["n_real"] == 10
+    assert data["emulator"] == "mean-shift" and data["kind"] == "emulator" and data["n_real"] == 10
+    assert data["seeds"] == [0, 1, 2] and data["hybrid"]["batch"] == 3
     assert data["hybrid"]["settings"]["preset"] == "pan2026"  # the seed testbed is the default
     assert data["full"]["emulator"] is None and data["hybrid"]["emulator"] == "mean-shift"
-    assert data["analysis_rmse_ratio"] == pytest.approx(data["hybrid"]["analysis_rmse"] / data["full"]["analysis_rmse"])
+    for name in ("full", "hybrid"):
+        dist = data[name]["distribution"]
+        assert len(dist["values"]) == 3 and dist["median"] == pytest.approx(sorted(dist["values"])[1])
+        assert {"low", "high", "lost_fraction", "lost_track_rmse"} <= set(dist)
+    ratio = data["hybrid"]["distribution"]["median"] / data["full"]["distribution"]["median"]
+    assert data["median_analysis_rmse_ratio"] == pytest.approx(ratio)
+    timing = data["timing"]
+    assert (timing["full_analyses_per_cycle"], timing["hybrid_analyses_per_cycle"]) == (20, 10)
+    assert timing["full_analysis_seconds"] > 0 and timing["hybrid_analysis_seconds"] > 0
     assert (tmp_path / "h.png").read_bytes()[:8] == PNG
-    assert "hybrid / full analysis RMSE" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "hybrid / full analysis RMSE (medians)" in printed and "lost" in printed and "analysis time" in printed
 
 
 @pytest.mark.parametrize("argv", [["l96", "table"], ["l96", "hybrid", "--emulator", "all"]])
 def test_table_prints_every_emulator(argv, tmp_path, capsys):
     out = tmp_path / "t.json"
-    assert main([*argv, "--cycles", "200", "--inflations", "1.02,1.1", "--json", str(out)]) == 0
+    assert main([*argv, "--cycles", "200", "--seeds", "2", "--inflations", "1.02,1.1", "--json", str(out)]) == 0
     printed = capsys.readouterr().out
     for name in ("full", "none", "mean-shift", "rescaled-anomalies", "gaussian", "oracle"):
         assert f"\n{name} " in printed
-    rows = {r["emulator"]: r for r in json.loads(out.read_text())["rows"]}
-    assert set(rows["oracle"]["by_inflation"]) == {"1.02", "1.1"}
-    assert rows["oracle"]["analysis_rmse"] == rows["full"]["analysis_rmse"]
-    assert rows["oracle"]["best_inflation"] == rows["full"]["best_inflation"]
+    assert "upper bound" in printed and "median" in printed and "lost" in printed
+    table = json.loads(out.read_text())
+    assert table["inflation_grid"] == [1.02, 1.1] and table["seeds"] == 2
+    rows = {r["emulator"]: r for r in table["rows"]}
+    assert rows["oracle"]["kind"] == "upper bound" and rows["full"]["kind"] == "full EDA"
+    assert set(rows["gaussian"]["by_inflation"]) == {"1.02", "1.1"}
+    for row in rows.values():
+        medians = {float(k): v["median"] for k, v in row["by_inflation"].items()}
+        assert row["best_inflation"] == min(medians, key=lambda k: (medians[k], k))
+        assert 0.0 <= row["lost_fraction"] <= 1.0
 
 
 def test_presets_command_lists_sources_and_scores(capsys):
@@ -141,5 +157,8 @@ def test_demo_writes_json_and_pngs(tmp_path):
     names = {p.split("/")[-1] for p in result["files"]}
     assert names == {"l96_run.json", "l96_run.png", "l96_table.json", "l96_table.png"}
     assert 0.15 < result["run"]["analysis_rmse"] < 0.22
-    rows = {r["emulator"]: r["analysis_rmse"] for r in result["table"]["rows"]}
-    assert rows["oracle"] == rows["full"] < rows["gaussian"] < rows["none"]
+    rows = {r["emulator"]: r for r in result["table"]["rows"]}
+    median = {name: r["median_analysis_rmse"] for name, r in rows.items()}
+    assert median["full"] < median["gaussian"] < median["none"]
+    assert rows["full"]["lost_fraction"] == 0.0 and rows["none"]["lost_fraction"] == 1.0
+    assert rows["oracle"]["kind"] == "upper bound" and median["oracle"] < median["gaussian"]
