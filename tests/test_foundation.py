@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from hybrid_eda.resources import configs_dir, recipes_dir
+from hybrid_eda.resources import configs_dir, inference_configs_dir, recipes_dir
 from hybrid_eda.threads import THREAD_VARIABLES, configure_threads
 
 REPO = Path(__file__).resolve().parents[1]
@@ -122,6 +122,10 @@ def test_wheel_ships_configs_recipes_plugin_and_entry_points(tmp_path):
         assert f"hybrid_eda/configs/{config.relative_to(configs_dir()).as_posix()}" in names
     for recipe in recipes_dir().glob("*.yaml"):
         assert f"hybrid_eda/recipes/{recipe.name}" in names
+    inference_configs = sorted(inference_configs_dir().glob("*.yaml"))
+    assert inference_configs, "the package must ship anemoi-inference configs"
+    for config in inference_configs:
+        assert f"hybrid_eda/inference/configs/{config.name}" in names
     assert "hydra_plugins/hybrid_eda_searchpath/hybrid_eda_searchpath.py" in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import yaml
 
+from hybrid_eda.recipes_cli import copy_recipes
 from hybrid_eda.resources import recipes_dir
 
 PARAMS_3D = ("vo", "d", "t", "q", "o3")
@@ -288,10 +289,12 @@ def synthetic_eda(tmp_path_factory) -> Path:
 
 
 def _create(root: Path, name: str) -> str:
-    """``anemoi-datasets create`` of the shipped twin (dates set to the synthetic EDA's), run in ``root``."""
-    recipe = _load(name)
+    """``anemoi-datasets create`` of the twin as ``hybrid-eda recipes copy`` puts it in ``root`` (dates set to the
+    synthetic EDA's), run in ``root``: its relative ``synthetic-eda/grib/...`` paths are read from there."""
+    (copied,) = copy_recipes(name, root, force=True)
+    recipe = yaml.safe_load(copied.read_text())
     recipe["dates"] = {"start": "2023-01-01T00:00:00", "end": "2023-01-01T06:00:00", "frequency": "6h"}
-    (root / name).write_text(yaml.safe_dump(recipe))
+    copied.write_text(yaml.safe_dump(recipe))
     store = name.replace(".yaml", ".zarr")
     cli = Path(sys.executable).with_name("anemoi-datasets")
     result = subprocess.run(

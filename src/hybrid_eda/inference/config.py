@@ -117,12 +117,15 @@ def inference_config(
     dict
         The anemoi-inference run config.
     """
+    if lead_time is not None and lead_time <= 0:
+        raise ValueError(f"--lead-time must be a positive number of hours, not {lead_time}")
     config = yaml.safe_load(
         find_shipped(inference_configs_dir(), template, "inference config", "--template").read_text()
     )
     path = find_checkpoint(checkpoint)
-    recorded, start = _test_split(_metadata(path))
-    config["checkpoint"] = str(path)
+    metadata = _metadata(path)
+    recorded, start = _test_split(metadata) if dataset is None or date is None else ("", None)
+    config = {"checkpoint": str(path), **config}
     store = Path(recorded) if dataset is None else dataset
     if not store.exists():
         if dataset is not None:
@@ -135,8 +138,6 @@ def inference_config(
         config["input"] = {"dataset": str(store.resolve())}
     config["date"] = date if date is not None else _first_date(path, start)
     if lead_time is not None:
-        if lead_time <= 0:
-            raise ValueError(f"--lead-time must be a positive number of hours, not {lead_time}")
         config["lead_time"] = lead_time
     return config
 
