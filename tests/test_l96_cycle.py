@@ -30,7 +30,9 @@ def test_etkf_n20_seeded_rmse_regression():
     assert rmse == pytest.approx(0.18136, abs=2e-4)
     summary = result.summary()
     assert SUMMARY_KEYS <= set(summary)
-    assert summary["expected_analysis_rmse"] == 0.181
+    expected = config.expected()  # the 32-seed distribution of this setting, whose band holds this seed
+    assert summary["expected_analysis_rmse"] == expected.median and summary["expected_band"] == list(expected.band)
+    assert expected.low < rmse < expected.high
     assert 0.9 < summary["spread_rmse_ratio"] < 1.2  # a calibrated ensemble
     assert "rotate=True" in summary["settings"]["method_object"]
     assert summary["background_rmse"] > summary["analysis_rmse"]
@@ -108,6 +110,9 @@ def test_batch_runs_independent_experiments():
     assert [e["analysis_rmse"] for e in summary["experiments"]] == per
     assert summary["experiment_cycles_per_second"] == pytest.approx(3 * summary["cycles_per_second"])
     assert result.output.series["analysis_rmse"].shape == (400, 3)
+    # A batch is a distribution over seeds 2, 3, 4: median, 10-90% band, fraction that lost track.
+    assert summary["analysis_rmse_median"] == pytest.approx(np.median(per)) and summary["lost_track_fraction"] == 0
+    assert summary["analysis_rmse_band"] == pytest.approx(list(np.percentile(per, [10, 90])))
 
 
 def test_ten_members_blow_up_is_a_result_not_an_error():
@@ -115,8 +120,7 @@ def test_ten_members_blow_up_is_a_result_not_an_error():
     result = run_experiment(ExperimentConfig.from_preset("sakov2008", members=10, inflation=1.1, cycles=600, seed=1))
     summary = result.summary()
     assert summary["analysis_rmse"] > 2.0 and np.isfinite(summary["analysis_rmse"])
-    assert summary["diverged"] is True
-    assert summary["expected_analysis_rmse"] == 4.0
+    assert summary["diverged"] is True and summary["lost_track_fraction"] == 1.0
 
 
 @pytest.mark.parametrize(("method", "low", "high"), [("oi", 0.85, 1.05), ("3dvar", 0.36, 0.46)])
@@ -125,8 +129,7 @@ def test_deterministic_baselines(method, low, high):
     assert (config.members, config.inflation) == (1, 1.0)
     summary = run_experiment(config).summary()
     assert low < summary["analysis_rmse"] < high
-    assert summary["analysis_spread"] == 0.0
-    assert summary["expected_analysis_rmse"] in (0.95, 0.41)
+    assert summary["analysis_spread"] == 0.0  # the DAPPER bands over seeds: tests/test_l96_references.py
 
 
 def test_4dvar_eda_cycles():
@@ -135,7 +138,9 @@ def test_4dvar_eda_cycles():
     )
     result = run_experiment(config)
     assert result.output.series["analysis_rmse"].shape == (40, 1)
-    assert result.score("analysis_rmse") < 1.0  # tracks the truth better than the observations
+    # Measured 0.32-0.37 over seeds 0-3 with this small N=8, window-2 EDA: far better than the observations (1.0),
+    # near 3D-Var (0.41) after 30 scored cycles; the N=20 window-4 band is in tests/test_l96_references.py.
+    assert result.score("analysis_rmse") < 0.45
     assert result.summary()["settings"]["window"] == 2
 
 
@@ -198,7 +203,8 @@ def test_bad_input_is_a_clear_error(overrides, message):
 
 def test_unknown_preset_lists_the_available_ones():
     with pytest.raises(
-        ValueError, match=r"unknown Lorenz-96 preset 'lorenz2005'; available presets: pan2026, sakov2008"
+        ValueError,
+        match=r"unknown Lorenz-96 preset 'lorenz2005'; available presets: pan2026, pan2026-marginal, sakov2008",
     ):
         ExperimentConfig.from_preset("lorenz2005")
 
@@ -209,10 +215,10 @@ def test_presets_document_their_source_and_expected_scores():
         assert preset.expected_rmse(preset.method, preset.members, preset.inflation) is not None
     sakov = get_preset("sakov2008")
     assert (sakov.n, sakov.forcing, sakov.dt, sakov.obs_every, sakov.obs_std) == (40, 8.0, 0.05, 1, 1.0)
-    assert sakov.expected_rmse("oi", 1, 1.0).analysis_rmse == 0.95
-    assert sakov.expected_rmse("etkf", 10, 1.3).analysis_rmse > 3  # any inflation
-    assert sakov.expected_rmse("etkf", 20, 1.03) is None
-    assert get_preset("pan2026").expected_rmse("etkf", 20, 1.1, emulator="gaussian").analysis_rmse == 0.48
+    assert sakov.expected_rmse("oi", 20, 1.3).method == "oi"  # any members and inflation
+    assert sakov.expected_rmse("etkf", 10, 1.3).analysis_rmse > sakov.climatology_rmse  # lost track at any inflation
+    assert sakov.expected_rmse("etkf", 20, 1.05) is None
+    assert get_preset("pan2026").expected_rmse("etkf", 20, 1.1, emulator="gaussian").emulator == "gaussian"
     # A changed observation network is another twin experiment: no expected score is claimed.
     assert ExperimentConfig.from_preset("sakov2008", obs_every=2).expected() is None
 

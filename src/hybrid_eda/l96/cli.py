@@ -47,8 +47,20 @@ def _experiment_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--inflation", type=float, help="multiplicative inflation of the background anomalies (>= 1)")
     g.add_argument("--cycles", type=int, help="DA cycles run, spin-up included (preset: 10000)")
     g.add_argument("--spinup", type=int, help="first cycles left out of the scores (default min(500, cycles/5))")
-    g.add_argument("--seed", type=int, default=0, help="seed of the truth, observations and methods")
-    g.add_argument("--batch", type=int, default=1, help="independent experiments run in one vectorised call")
+    g.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed s of the first experiment (>= 0): experiment k of a batch draws its truth, observations, "
+        "initial ensemble, method and emulator noise from SeedSequence(s+k), so it is exactly the run --seed s+k",
+    )
+    g.add_argument(
+        "--batch",
+        type=int,
+        default=1,
+        help="B independent experiments (seeds s .. s+B-1) run in one vectorised call; the summary gives their "
+        "median, 10-90%% band and the fraction that lost track",
+    )
     g.add_argument("--obs-every", type=int, help="observe every K-th variable (1 = all)")
     g.add_argument("--obs-std", type=float, help="observation error std (R = obs_std^2 I)")
     g.add_argument("--steps-per-obs", type=int, help="model steps between observation times")
@@ -255,7 +267,7 @@ def cmd_presets(args: argparse.Namespace) -> int:
             )
             if s.emulator:
                 setting += f" hybrid emulator={s.emulator}"
-            print(f"    {setting:<42} analysis RMSE ~{s.analysis_rmse:g}  ({s.source})")
+            print(f"    {setting:<42} analysis RMSE {s.describe()}  ({s.source})")
     return 0
 
 

@@ -73,11 +73,19 @@ def versions() -> dict[str, str]:
 def run_summary(result: ExperimentResult) -> dict[str, Any]:
     """The JSON summary of one run (batch means at the top, per-experiment scores under ``experiments``).
 
-    ``diverged`` is ``True`` when the time-mean analysis RMSE exceeds the observation-error std: the filter
-    lost track of the truth (a legitimate result for too small an ensemble, not an error).
+    A batch of B experiments is B seeds (``seed .. seed + B - 1``): the batch mean of a marginal setting is
+    misleading when one seed lost track, so the summary also gives the distribution over seeds of the analysis
+    RMSE: ``analysis_rmse_median``, ``analysis_rmse_band`` (10th-90th percentile), ``lost_track_fraction``
+    (time-mean analysis RMSE above ``lost_track_rmse``, :data:`hybrid_eda.l96.metrics.LOST_TRACK_RMSE`).
+    ``diverged`` is ``True`` when the median lost track (a legitimate result for too small an ensemble, not an
+    error). ``expected_analysis_rmse`` is the preset's median for this setting, ``expected_band`` its band.
     """
+    from hybrid_eda.l96.metrics import LOST_TRACK_RMSE
+    from hybrid_eda.l96.seed_stats import SeedDistribution
+
     config, out = result.config, result.output
     exps = out.experiments
+    dist = SeedDistribution.of([e["analysis_rmse"] for e in exps])
     summary: dict[str, Any] = {key: float(np.mean([e[key] for e in exps])) for key in SCORE_KEYS}
     summary["rank_histogram"] = np.sum([e["rank_histogram"] for e in exps], axis=0).astype(int).tolist()
     summary["background_rank_histogram"] = (
@@ -103,7 +111,13 @@ def run_summary(result: ExperimentResult) -> dict[str, Any]:
             "experiment_cycles_per_second": result.cycles_per_second * config.batch,
             "expected_analysis_rmse": None if expected is None else expected.analysis_rmse,
             "expected_source": None if expected is None else expected.source,
-            "diverged": bool(summary["analysis_rmse"] > config.obs_std),
+            "expected_band": None if expected is None or expected.band is None else list(expected.band),
+            "expected_lost_track": None if expected is None else expected.lost_track,
+            "analysis_rmse_median": dist.median,
+            "analysis_rmse_band": [dist.low, dist.high],
+            "lost_track_fraction": dist.lost_fraction,
+            "lost_track_rmse": LOST_TRACK_RMSE,
+            "diverged": bool(dist.median > LOST_TRACK_RMSE),
             "analysis_rmse_std_over_batch": float(np.std([e["analysis_rmse"] for e in exps])),
         }
     )
@@ -232,18 +246,29 @@ def _lost_track_rmse() -> float:
 def format_run(summary: dict[str, Any]) -> str:
     """A few lines for the terminal."""
     expected = summary.get("expected_analysis_rmse")
+    band = summary.get("expected_band")
+    if expected is not None:
+        expected_text = (
+            f"expected ~{expected:g}" if band is None else f"expected median {expected:g} [{band[0]:g}, {band[1]:g}]"
+        )
     lines = [
         f"{summary['method']} N={summary['members']} inflation={summary['inflation']:g}"
         + (f" emulator={summary['emulator']} N_s={summary['n_real']}" if summary.get("emulator") else "")
         + f": {summary['cycles']} cycles ({summary['spinup']} spin-up), batch {summary['batch']}",
         f"  analysis RMSE {summary['analysis_rmse']:.4f}"
-        + (f" (expected ~{expected:g})" if expected is not None else "")
+        + (f" ({expected_text})" if expected is not None else "")
         + f", spread {summary['analysis_spread']:.4f}, background RMSE {summary['background_rmse']:.4f}, "
         f"CRPS {summary['crps']:.4f}",
         f"  {summary['wall_seconds']:.2f} s, {summary['cycles_per_second']:.0f} cycles/s"
-        + (" - the filter diverged (RMSE above the observation error)" if summary["diverged"] else ""),
+        + (" - the filter lost track (median RMSE above the lost-track threshold)" if summary["diverged"] else ""),
     ]
     if summary["batch"] > 1:
+        low, high = summary["analysis_rmse_band"]
+        lines.append(
+            f"  over {summary['batch']} seeds ({summary['seed']}-{summary['seed'] + summary['batch'] - 1}): median "
+            f"{_num(summary['analysis_rmse_median'])} [10%: {_num(low)}, 90%: {_num(high)}], "
+            f"lost track (RMSE > {summary['lost_track_rmse']:g}) {summary['lost_track_fraction']:.0%}"
+        )
         lines.append(
             "  per experiment: " + ", ".join(f"{e['analysis_rmse']:.3f}" for e in summary.get("experiments", []))
         )
