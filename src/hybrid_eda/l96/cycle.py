@@ -40,6 +40,7 @@ from hybrid_eda.l96.base import Assimilator, FilterDivergenceError
 from hybrid_eda.l96.emulators import MemberEmulator, UpperBound
 from hybrid_eda.l96.model import Lorenz96
 from hybrid_eda.l96.observations import ObservationOperator
+from hybrid_eda.l96.presets import ExperimentSettings
 from hybrid_eda.l96.seeding import STREAMS, BatchGenerator, experiment_streams
 
 __all__ = [
@@ -95,7 +96,7 @@ class CycleSettings:
     members: int
     batch: int = 1
     seed: int = 0
-    init_spread: float = 1.0
+    init_spread: float = ExperimentSettings.init_spread  # the one default, in presets.ExperimentSettings
     truth_spinup_steps: int = 2000
     keep_members: bool = False
     progress: bool = False
