@@ -106,8 +106,8 @@ def test_table_prints_every_emulator(argv, tmp_path, capsys):
     assert rows["oracle"]["kind"] == "upper bound" and rows["full"]["kind"] == "full EDA"
     assert set(rows["gaussian"]["by_inflation"]) == {"1.02", "1.1"}
     for row in rows.values():
-        medians = {float(k): v["median"] for k, v in row["by_inflation"].items()}
-        assert row["best_inflation"] == min(medians, key=lambda k: (medians[k], k))
+        ranks = {float(k): (v["lost_fraction"], v["median"]) for k, v in row["by_inflation"].items()}
+        assert row["best_inflation"] == min(ranks, key=lambda k: (ranks[k], k))
         assert 0.0 <= row["lost_fraction"] <= 1.0
 
 

@@ -273,8 +273,8 @@ def test_table_reports_medians_bands_lost_fractions_and_labels_the_bound():
         ("oracle", "upper bound"),
     ]
     for row in rows:
-        medians = {k: d.median for k, d in row.by_inflation.items()}
-        assert row.best_inflation == min(medians, key=lambda k: (medians[k], k))
+        ranks = {k: (d.lost_fraction, d.median) for k, d in row.by_inflation.items()}
+        assert row.best_inflation == min(ranks, key=lambda k: (ranks[k], k))
         assert row.distribution.seeds == 4 and len(row.distribution.values) == 4
     by_name = {r.emulator: r for r in rows}
     assert by_name["none"].distribution.lost_fraction == 1.0  # a 10-member ETKF loses track
@@ -285,7 +285,7 @@ def test_table_reports_medians_bands_lost_fractions_and_labels_the_bound():
     assert entry["kind"] == "upper bound" and set(entry["by_inflation"]) == {"1.02", "1.1"}
     assert {"median", "low", "high", "lost_fraction", "values"} <= set(entry["by_inflation"]["1.1"])
     text = format_table(table)
-    assert "upper bound" in text and "best inflation (lowest median) of 1.02, 1.1" in text
+    assert "upper bound" in text and "best inflation (fewest lost, then lowest median) of 1.02, 1.1" in text
 
 
 # ---- pinned hybrid scores of the cheap emulators (issue item 6) -------------------------------------------------

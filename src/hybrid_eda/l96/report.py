@@ -282,7 +282,7 @@ def format_table(table: dict[str, Any]) -> str:
         f"{'an. s':>7}"
     )
     lines = [
-        f"analysis RMSE over {table.get('seeds')} seeds, best inflation (lowest median) of "
+        f"analysis RMSE over {table.get('seeds')} seeds, best inflation (fewest lost, then lowest median) of "
         f"{', '.join(f'{g:g}' for g in table['inflation_grid'])}; lost = RMSE > {table['lost_track_rmse']:g} "
         "or blown up",
         header,
