@@ -389,7 +389,8 @@ def test_create_fails_clearly_for_dates_outside_the_archive(built):
 def test_shipped_recipe_runs_the_harness_inline(tmp_path, monkeypatch):
     """The shipped recipe as it is, with fewer cycles: the build runs the cycling harness, and the store holds
     exactly what the same run keeps in its archive."""
-    from hybrid_eda.l96.experiment import ExperimentConfig, run_experiment
+    from hybrid_eda.l96.config import ExperimentConfig
+    from hybrid_eda.l96.experiment import run_experiment
 
     recipe = _shipped_recipe()
     run = recipe["input"]["lorenz96"]["run"] | {"cycles": 24, "spinup": 4}

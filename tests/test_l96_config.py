@@ -6,8 +6,9 @@ from dataclasses import fields
 
 import pytest
 
+from hybrid_eda.l96.config import SETTING_FIELDS, ExperimentConfig
 from hybrid_eda.l96.cycle import estimate_memory_bytes, memory_parts
-from hybrid_eda.l96.experiment import METHODS, SETTING_FIELDS, ExperimentConfig
+from hybrid_eda.l96.methods import METHODS
 from hybrid_eda.l96.presets import PRESETS, ExperimentSettings, Preset
 
 

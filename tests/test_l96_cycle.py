@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 
 from hybrid_eda.l96.base import Assimilator, FilterDivergenceError
+from hybrid_eda.l96.config import ExperimentConfig
 from hybrid_eda.l96.cycle import CycleSettings, run_cycles
-from hybrid_eda.l96.experiment import METHODS, ExperimentConfig, run_experiment
+from hybrid_eda.l96.experiment import run_experiment
+from hybrid_eda.l96.methods import METHODS
 from hybrid_eda.l96.metrics import rmse_of_mean
 from hybrid_eda.l96.presets import PRESETS, get_preset
 from l96_summary import SUMMARY_KEYS

@@ -13,11 +13,13 @@ import numpy as np
 import pytest
 
 from hybrid_eda.l96.base import FilterDivergenceError
+from hybrid_eda.l96.config import ExperimentConfig
 from hybrid_eda.l96.cycle import CycleSettings, HybridSetting, run_cycles
 from hybrid_eda.l96.emulators import GaussianResampling, OracleBound
-from hybrid_eda.l96.experiment import ExperimentConfig, run_experiment, run_hybrid, run_table
+from hybrid_eda.l96.experiment import run_experiment
 from hybrid_eda.l96.filters import ETKF, EnKF
 from hybrid_eda.l96.filters.enkf import enkf_reference
+from hybrid_eda.l96.hybrid import run_hybrid, run_table
 from hybrid_eda.l96.metrics import LOST_TRACK_RMSE
 from hybrid_eda.l96.model import Lorenz96
 from hybrid_eda.l96.observations import ObservationOperator

@@ -17,7 +17,9 @@ import sys
 import numpy as np
 import pytest
 
-from hybrid_eda.l96.experiment import ExperimentConfig, climatology, run_experiment
+from hybrid_eda.l96.config import ExperimentConfig
+from hybrid_eda.l96.experiment import run_experiment
+from hybrid_eda.l96.methods import climatology
 from hybrid_eda.l96.metrics import LOST_TRACK_RMSE
 from hybrid_eda.l96.presets import PRESETS
 from hybrid_eda.l96.seed_stats import SeedDistribution
@@ -100,7 +102,8 @@ def test_preset_distributions_follow_the_rule_and_the_published_numbers():
 
 
 _MEDIAN_SCRIPT = """
-from hybrid_eda.l96.experiment import ExperimentConfig, run_experiment
+from hybrid_eda.l96.config import ExperimentConfig
+from hybrid_eda.l96.experiment import run_experiment
 import numpy as np, threadpoolctl
 config = ExperimentConfig.from_preset("sakov2008", inflation=1.04, cycles=2000, spinup=500, seed=100, batch=8)
 print(np.median([e["analysis_rmse"] for e in run_experiment(config).output.experiments]))

@@ -39,7 +39,8 @@ DEFAULT_SEEDS = 32
 
 def _experiment_options(p: argparse.ArgumentParser) -> None:
     """Options shared by ``run``, ``hybrid`` and ``table``; unset ones come from the preset."""
-    from hybrid_eda.l96.experiment import METHODS
+    from hybrid_eda.l96.methods import METHODS
+    from hybrid_eda.l96.var4d_control import B_MODES
 
     g = p.add_argument_group("experiment (defaults come from the preset)")
     g.add_argument("--preset", default="sakov2008", help="named setting (see `hybrid-eda l96 presets`)")
@@ -76,7 +77,7 @@ def _experiment_options(p: argparse.ArgumentParser) -> None:
     )
     v = p.add_argument_group("4D-Var / 3D-Var")
     v.add_argument("--window", type=int, help="observation times per 4D-Var window")
-    v.add_argument("--b-mode", choices=("ensemble", "static", "hybrid"), help="4D-Var background covariance")
+    v.add_argument("--b-mode", choices=B_MODES, help="4D-Var background covariance")
     v.add_argument("--hybrid-weight", type=float, help="ensemble weight of a hybrid B")
     v.add_argument("--b-scale", type=float, help="static B = b_scale x climatological covariance (0.02)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (also off when not a terminal)")
@@ -164,7 +165,8 @@ def add_parser(subparsers: Any) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from hybrid_eda.l96 import report
-    from hybrid_eda.l96.experiment import ExperimentConfig, run_experiment
+    from hybrid_eda.l96.config import ExperimentConfig
+    from hybrid_eda.l96.experiment import run_experiment
 
     config = ExperimentConfig.from_preset(args.preset, **_config_overrides(args))
     if args.archive is not None and config.batch != 1:
@@ -204,7 +206,8 @@ def cmd_hybrid(args: argparse.Namespace) -> int:
     if args.emulator == "all":
         return cmd_table(args)
     from hybrid_eda.l96 import report
-    from hybrid_eda.l96.experiment import ExperimentConfig, run_hybrid
+    from hybrid_eda.l96.config import ExperimentConfig
+    from hybrid_eda.l96.hybrid import run_hybrid
 
     if _inflations(args):
         raise ValueError("--inflations/--sweep pick the best inflation per emulator: use them with --emulator all.")
@@ -229,7 +232,8 @@ def cmd_hybrid(args: argparse.Namespace) -> int:
 
 def cmd_table(args: argparse.Namespace) -> int:
     from hybrid_eda.l96 import report
-    from hybrid_eda.l96.experiment import ExperimentConfig, run_table
+    from hybrid_eda.l96.config import ExperimentConfig
+    from hybrid_eda.l96.hybrid import run_table
 
     overrides = _config_overrides(args) | {"batch": _seeds(args)}
     config = ExperimentConfig.from_preset(args.preset, **overrides, n_real=args.n_real)
@@ -289,7 +293,9 @@ def demo(out_dir: Path) -> dict[str, Any]:
         ``{"run": <run summary>, "table": <table summary>, "files": [...]}``.
     """
     from hybrid_eda.l96 import report
-    from hybrid_eda.l96.experiment import ExperimentConfig, run_experiment, run_table
+    from hybrid_eda.l96.config import ExperimentConfig
+    from hybrid_eda.l96.experiment import run_experiment
+    from hybrid_eda.l96.hybrid import run_table
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -14,8 +14,8 @@ comparison). In a hybrid cycle the analyses of the emulated members are never co
 upper bound makes the cycle compute all N and is handed the hidden ones (its hybrid is the full EDA).
 
 Seeds: experiment ``k`` of a batch of ``B`` with seed ``s`` draws every random number (truth, observations,
-initial ensemble, method, emulator) from ``SeedSequence(s + k).spawn(5)`` (:mod:`hybrid_eda.l96.seeding`), so
-it is, bit for bit, the single run with seed ``s + k`` whatever ``B`` is.
+initial ensemble, method, emulator, rank ties) from ``SeedSequence(s + k).spawn(6)`` (:mod:`hybrid_eda.l96.seeding`),
+so it is, bit for bit, the single run with seed ``s + k`` whatever ``B`` is.
 
 Scores are computed once per block of cycles, vectorised over ``[cycles, B, N, n]``, so the per-cycle cost
 is the method, the forecast and two copies. Cycles before ``spinup`` are run but left out of the scores.
@@ -274,7 +274,7 @@ def run_cycles(
     )
     # Experiment k draws from SeedSequence(seed + k) only: it is the single run with seed + k.
     streams = experiment_streams(settings.seed, batch)
-    truth_rng, obs_rng, init_rng, method_rng, emulator_rng = (streams[name] for name in STREAMS)
+    truth_rng, obs_rng, init_rng, method_rng, emulator_rng, ranks_rng = (streams[name] for name in STREAMS)
     setup_start = time.perf_counter()
     truth = spin_up_truth(model, batch, settings.truth_spinup_steps, truth_rng)  # [B, n]
     _check_truth(truth, model, "its spin-up")
@@ -283,7 +283,7 @@ def run_cycles(
     start = time.perf_counter()
 
     block = max(1, min(_MAX_BLOCK, _BLOCK_BYTES // (16 * batch * n_members * n)))
-    accumulator = metrics.ScoreAccumulator(spinup=settings.spinup)
+    accumulator = metrics.ScoreAccumulator(spinup=settings.spinup, rng=ranks_rng)  # each experiment's own ties
     series = {k: np.empty((settings.cycles, batch)) for k in SERIES_KEYS}
     kept = _allocate_kept(settings, obs, n_members, n)
     bg_buf = np.empty((block, batch, n_members, n))  # [c, B, N, n]

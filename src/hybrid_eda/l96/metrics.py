@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from hybrid_eda.l96 import _kernels
+from hybrid_eda.l96.seeding import BatchGenerator
 
 __all__ = ["LOST_TRACK_RMSE", "ScoreAccumulator", "fair_crps", "rank_histogram", "rmse_of_mean", "spread", "truth_rank"]
 
@@ -101,13 +102,16 @@ class ScoreAccumulator:
         Number of first calls to :meth:`update` that are not scored.
     keep_series : bool
         Also keep every scored cycle's values (for time-series plots), see :meth:`series`.
-    rng : np.random.Generator, optional
-        Breaks rank ties (rare); defaults to a generator seeded with 0, so summaries are reproducible.
+    rng : np.random.Generator or BatchGenerator, optional
+        Breaks rank ties (rare). A :class:`~hybrid_eda.l96.seeding.BatchGenerator` holds one generator per
+        experiment (flattened batch order) and breaks each experiment's ties from its own, so an experiment's
+        rank histogram does not depend on the batch it ran in (the cycle passes each experiment's ``ranks``
+        stream); a plain Generator is shared by the batch. Default: a generator seeded with 0 (reproducible).
     """
 
     spinup: int = 0
     keep_series: bool = False
-    rng: np.random.Generator | None = None
+    rng: np.random.Generator | BatchGenerator | None = None
     cycles_seen: int = field(default=0, init=False)
     _shape: tuple[int, ...] | None = field(default=None, init=False, repr=False)
     _totals: list[np.ndarray] = field(default_factory=list, init=False, repr=False)  # 2 x [K, 3]
@@ -162,13 +166,24 @@ class ScoreAccumulator:
         self._totals = [np.zeros((n_exp, 3)) for _ in range(2)]
         self._last = [np.zeros((n_exp, 3)) for _ in range(2)]
         self._hists = [np.zeros((n_exp, n_mem + 1), dtype=np.int64) for _ in range(2)]
+        if isinstance(self.rng, BatchGenerator) and self.rng.batch != n_exp:
+            raise ValueError(
+                f"the tie-break rng holds {self.rng.batch} generators for {n_exp} experiments {bg.shape[:-2]}; "
+                "pass one generator per experiment (flattened batch order) or a single shared one."
+            )
 
     def _add_tied_ranks(self, ens: np.ndarray, truth: np.ndarray, hist: np.ndarray) -> None:
         """Rank the (experiment, variable) pairs the kernel skipped because a member equals the truth."""
         tied = np.any(ens == truth[:, None, :], axis=1)  # [K, n]
-        exp_idx, var_idx = np.nonzero(tied)
-        ranks = truth_rank(ens[exp_idx, :, var_idx][:, :, None], truth[exp_idx, var_idx][:, None], self.rng)
-        np.add.at(hist, (exp_idx, ranks[:, 0]), 1)
+        exp_idx, var_idx = np.nonzero(tied)  # [P], [P] in (experiment, variable) order
+        if isinstance(self.rng, BatchGenerator):  # experiment k's ties from experiment k's generator
+            groups = [(exp_idx == k, self.rng[k]) for k in np.unique(exp_idx)]
+        else:
+            groups = [(slice(None), self.rng)]
+        for rows, rng in groups:
+            e, v = exp_idx[rows], var_idx[rows]
+            ranks = truth_rank(ens[e, :, v][:, :, None], truth[e, v][:, None], rng)  # [P_k, 1]
+            np.add.at(hist, (e, ranks[:, 0]), 1)
 
     @property
     def batch_shape(self) -> tuple[int, ...]:

@@ -99,9 +99,9 @@ class ExperimentSettings:
     """Every setting of a Lorenz-96 experiment, each defined once here with its one default.
 
     :class:`Preset` inherits these fields (a preset is a named set of them) and
-    :class:`~hybrid_eda.l96.experiment.ExperimentConfig` has the same fields with ``None`` = "the preset's";
+    :class:`~hybrid_eda.l96.config.ExperimentConfig` has the same fields with ``None`` = "the preset's";
     the method-dependent rules (4D-Var window, rotation, deterministic methods) live in
-    :func:`hybrid_eda.l96.experiment.resolve_settings`.
+    :func:`hybrid_eda.l96.config.resolve_settings`.
 
     Parameters
     ----------

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:  # pragma: no cover
-    from hybrid_eda.l96.experiment import ExperimentResult, HybridResult, TableRow
+    from hybrid_eda.l96.experiment import ExperimentResult
+    from hybrid_eda.l96.hybrid import HybridResult, TableRow
 
 __all__ = [
     "SCORE_KEYS",
@@ -81,11 +82,10 @@ def run_summary(result: ExperimentResult) -> dict[str, Any]:
     error). ``expected_analysis_rmse`` is the preset's median for this setting, ``expected_band`` its band.
     """
     from hybrid_eda.l96.metrics import LOST_TRACK_RMSE
-    from hybrid_eda.l96.seed_stats import SeedDistribution
 
     config, out = result.config, result.output
     exps = out.experiments
-    dist = SeedDistribution.of([e["analysis_rmse"] for e in exps])
+    dist = result.seed_distribution()
     summary: dict[str, Any] = {key: float(np.mean([e[key] for e in exps])) for key in SCORE_KEYS}
     summary["rank_histogram"] = np.sum([e["rank_histogram"] for e in exps], axis=0).astype(int).tolist()
     summary["background_rank_histogram"] = (
@@ -144,11 +144,10 @@ def hybrid_summary(result: HybridResult) -> dict[str, Any]:
     analyses (for 4D-Var: minimisations) with the hybrid's N_s.
     """
     from hybrid_eda.l96.emulators import BOUNDS
-    from hybrid_eda.l96.experiment import seed_distribution
 
     full, hybrid = run_summary(result.full), run_summary(result.hybrid)
     for entry, res in ((full, result.full), (hybrid, result.hybrid)):
-        entry["distribution"] = seed_distribution(res).to_dict()
+        entry["distribution"] = res.seed_distribution().to_dict()
         entry["timing"] = _timing(res.output)
     d_full, d_hybrid = full["distribution"], hybrid["distribution"]
     t_full, t_hybrid = result.full.output.analysis_seconds, result.hybrid.output.analysis_seconds

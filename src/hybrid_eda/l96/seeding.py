@@ -1,8 +1,11 @@
 """Random streams of a batch of Lorenz-96 experiments: experiment ``k`` of ``--batch B --seed s`` is run ``s + k``.
 
-Every experiment owns five independent streams, spawned from its own seed::
+Every experiment owns six independent streams, spawned from its own seed::
 
-    truth, observations, init, method, emulator = SeedSequence(s + k).spawn(5)     k = 0 .. B-1
+    truth, observations, init, method, emulator, ranks = SeedSequence(s + k).spawn(6)     k = 0 .. B-1
+
+``ranks`` breaks the (rare) ties of the truth with a member in the rank histogram. It is spawned last, so the
+first five are the streams of ``spawn(5)``: the numbers of every run stayed the same when it was added.
 
 A :class:`BatchGenerator` holds one :class:`numpy.random.Generator` per experiment and draws an array with a
 leading batch axis ``[B, ...]`` by filling slice ``k`` from experiment ``k``'s generator. Experiment ``k`` so
@@ -24,7 +27,7 @@ import numpy as np
 __all__ = ["STREAMS", "BatchGenerator", "experiment_streams", "is_generator"]
 
 #: The random streams of one experiment, in the order they are spawned from its seed.
-STREAMS = ("truth", "observations", "init", "method", "emulator")
+STREAMS = ("truth", "observations", "init", "method", "emulator", "ranks")
 
 
 class BatchGenerator:
@@ -87,7 +90,7 @@ class BatchGenerator:
 
 
 def experiment_streams(seed: int, batch: int) -> dict[str, BatchGenerator]:
-    """The five streams of experiments ``seed .. seed + batch - 1``, each a :class:`BatchGenerator` ``[B]``.
+    """The :data:`STREAMS` of experiments ``seed .. seed + batch - 1``, each a :class:`BatchGenerator` ``[B]``.
 
     ``experiment_streams(s, B)[name][k]`` is ``experiment_streams(s + k, 1)[name][0]`` by construction.
     """
