@@ -1,0 +1,207 @@
+"""The variance emulator's core: M members of an EDA in, a distribution of the N-member std ``s_N`` out.
+
+Glossary: N members in the full EDA, M fed to the emulator; a *channel* is one variable at one level; tokens
+``h[grid, batch, channel, latent]``.
+
+    members[b, M, grid, channel]   (physical units)
+      -> pooled over members (order-free, any M >= 2): debiased log s_M, ensemble mean      (layers.set_pooling)
+      -> token features: log s_M minus a reference log-spread per channel (unit-free), standardised ensemble
+         mean, the log-spread noise of M members; + channel embedding + point embedding (lat/lon)
+      -> R x [message passing on the data grid (learned smoothing kernels), column mixing]   (layers.blocks)
+      -> per token: c = log s_M + delta (log s_N estimate), r (raw width)
+      -> head: distribution tensor [b, 2, grid, channel] in the target's units                (layers.heads)
+
+Why this shape: s_N is s_M plus sampling noise of relative size ~1/sqrt(2(M-1)) that is independent from point
+to point while sigma_b is spatially coherent, so the gain comes from pooling the noisy log s_M over neighbours
+(message passing), over the levels and variables of a column (column mixing) and from flow features (fronts:
+gradients of the ensemble mean, seen through the neighbours). Working in log space with a residual on log s_M
+makes the model unit-free (spreads of q and vo differ by 10 orders of magnitude) and the output positive; the
+last layer starts at zero, so an untrained model predicts the debiased s_M.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from hybrid_eda.layers.blocks import ColumnMixing, GridGraph, GridMessagePassing, TokenMLP
+from hybrid_eda.layers.heads import DistributionHead, LogNormalHead
+from hybrid_eda.layers.set_pooling import member_spread
+
+#: Features per token before the embedding: centred log-spread, standardised mean, log-spread noise.
+N_TOKEN_FEATURES = 3
+#: Width the untrained head predicts (relative spread of s_N given s_M, about that of M = 5 members).
+INITIAL_WIDTH = 0.3
+
+
+@dataclasses.dataclass(frozen=True)
+class VarianceEmulatorSettings:
+    """Architecture of the emulator (one object, read by the core; the adapter fills it from the run config).
+
+    Attributes
+    ----------
+    latent : int
+        Latent size of a token.
+    rounds : int
+        Message-passing rounds (each followed by column mixing).
+    heads : int
+        Smoothing kernels per round (``latent`` is split among them).
+    kernel_hidden : int
+        Hidden size of the MLP from edge attributes to kernel logits.
+    use_neighbours : bool
+        False: the no-message-passing ablation (same parameters, each point sees only itself).
+    gradient_checkpointing : bool
+        Recompute each round in the backward pass (memory for time; for N80 x 137 levels on GPUs).
+    """
+
+    latent: int = 32
+    rounds: int = 4
+    heads: int = 4
+    kernel_hidden: int = 16
+    use_neighbours: bool = True
+    gradient_checkpointing: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("latent", "rounds", "heads", "kernel_hidden"):
+            if int(getattr(self, name)) < 1:
+                msg = f"emulator setting {name} must be >= 1, got {getattr(self, name)}"
+                raise ValueError(msg)
+
+
+class VarianceEmulatorCore(nn.Module):
+    """Framework-free variance emulator on one grid (plain tensors; see the module docstring).
+
+    Parameters
+    ----------
+    channel_level, channel_variable : torch.Tensor
+        Level group and variable group of each channel, long ``[channel]`` (0-based codes).
+    input_mean, input_std : torch.Tensor
+        Physical mean and std of each channel's field ``[channel]``, to standardise the ensemble mean.
+    spread_reference : torch.Tensor, optional
+        A typical spread of each channel ``[channel]`` (physical units; e.g. the target store's mean of s_N), to
+        make the log-spread feature unit-free; default 1.
+    node_coordinates : torch.Tensor
+        Latitude and longitude of the grid points in radians ``[grid, 2]``.
+    graph : GridGraph
+        Edges between the grid points and their attributes (``[edges, edge_dim]``).
+    settings : VarianceEmulatorSettings
+        Architecture.
+    head : DistributionHead, optional
+        Output distribution (default log-normal).
+    """
+
+    def __init__(
+        self,
+        *,
+        channel_level: torch.Tensor,
+        channel_variable: torch.Tensor,
+        input_mean: torch.Tensor,
+        input_std: torch.Tensor,
+        node_coordinates: torch.Tensor,
+        graph: GridGraph,
+        spread_reference: torch.Tensor | None = None,
+        settings: VarianceEmulatorSettings | None = None,
+        head: DistributionHead | None = None,
+    ) -> None:
+        super().__init__()
+        self.settings = settings = settings or VarianceEmulatorSettings()
+        self.head = head or LogNormalHead()
+        n_channels = len(channel_level)
+        if not (len(channel_variable) == len(input_mean) == len(input_std) == n_channels):
+            msg = "channel_level, channel_variable, input_mean and input_std must all have one entry per channel"
+            raise ValueError(msg)
+        self.n_channels = n_channels
+        self.n_grid = graph.n_nodes
+        if node_coordinates.shape != (self.n_grid, 2):
+            shape = tuple(node_coordinates.shape)
+            msg = f"node_coordinates must be [grid={self.n_grid}, 2] (lat, lon radians), got {shape}"
+            raise ValueError(msg)
+
+        self.register_buffer("input_mean", torch.as_tensor(input_mean, dtype=torch.float32))
+        self.register_buffer("input_std", torch.as_tensor(input_std, dtype=torch.float32).clamp_min(1e-30))
+        reference = torch.ones(n_channels) if spread_reference is None else torch.as_tensor(spread_reference)
+        self.register_buffer("log_spread_reference", torch.log(reference.float().clamp_min(1e-30)))
+        lat, lon = node_coordinates[:, 0].float(), node_coordinates[:, 1].float()
+        point_features = torch.stack(
+            [torch.sin(lat), torch.cos(lat) * torch.cos(lon), torch.cos(lat) * torch.sin(lon)], -1
+        )
+        self.register_buffer("point_features", point_features)  # [grid, 3]
+        self.register_buffer("edge_src", graph.src.long())
+        self.register_buffer("edge_dst", graph.dst.long())
+        self.register_buffer("edge_attr", graph.edge_attr.float())  # [edges, edge_dim]
+
+        latent = settings.latent
+        self.token_embedding = nn.Linear(N_TOKEN_FEATURES, latent)
+        self.channel_embedding = nn.Parameter(torch.randn(n_channels, latent) * 0.1)
+        self.point_embedding = nn.Linear(point_features.shape[-1], latent, bias=False)
+        self.message_passing = nn.ModuleList(
+            GridMessagePassing(
+                latent,
+                graph.edge_attr.shape[-1],
+                heads=settings.heads,
+                hidden=settings.kernel_hidden,
+                use_neighbours=settings.use_neighbours,
+            )
+            for _ in range(settings.rounds)
+        )
+        self.column_mixing = nn.ModuleList(
+            ColumnMixing(latent, channel_level, channel_variable) for _ in range(settings.rounds)
+        )
+        self.output = TokenMLP(latent, latent, 2, layer_norm=False)
+        last = self.output.mlp[-1]
+        nn.init.zeros_(last.weight)
+        with torch.no_grad():
+            last.bias.copy_(torch.tensor([0.0, self.head.raw_width(INITIAL_WIDTH)]))
+
+    @property
+    def graph(self) -> GridGraph:
+        return GridGraph(self.edge_src, self.edge_dst, self.edge_attr, self.n_grid)
+
+    def _round(self, h: torch.Tensor, index: int) -> torch.Tensor:
+        h = self.message_passing[index](h, self.graph)
+        return self.column_mixing[index](h)
+
+    def forward(self, members: torch.Tensor, log_target_mul: torch.Tensor | None = None) -> torch.Tensor:
+        """Distribution of ``s_N`` per point and channel.
+
+        Parameters
+        ----------
+        members : torch.Tensor
+            ``[batch, M, grid, channel]`` in physical units, M >= 2 (any M; the members' order does not matter).
+        log_target_mul : torch.Tensor, optional
+            ``log`` of the target normaliser's factor per channel ``[channel]`` (default 0: physical units).
+
+        Returns
+        -------
+        torch.Tensor
+            Tensor form ``[batch, 2, grid, channel]`` of the head's distribution (parameters on axis 1).
+        """
+        if members.ndim != 4 or members.shape[-2:] != (self.n_grid, self.n_channels):
+            msg = (
+                f"members must be [batch, M, grid={self.n_grid}, channel={self.n_channels}], got "
+                f"{tuple(members.shape)} (another grid or another variable list than the model was built for?)"
+            )
+            raise ValueError(msg)
+        stats = member_spread(members.float(), dim=1)
+        log_spread = stats.log_spread  # [b, grid, channel]
+        centred = log_spread - self.log_spread_reference  # unit-free, pointwise
+        mean = (stats.mean - self.input_mean) / self.input_std
+        noise = torch.full_like(centred, stats.noise)
+        features = torch.stack([centred, mean, noise], dim=-1).transpose(0, 1)  # [grid, b, channel, 3]
+        h = (
+            self.token_embedding(features)
+            + self.channel_embedding
+            + self.point_embedding(self.point_features)[:, None, None, :]
+        )  # [grid, b, channel, latent]
+        for index in range(self.settings.rounds):
+            if self.settings.gradient_checkpointing and torch.is_grad_enabled():
+                h = checkpoint(self._round, h, index, use_reentrant=False)
+            else:
+                h = self._round(h, index)
+        delta, raw = self.output(h).transpose(0, 1).unbind(dim=-1)  # [b, grid, channel] each
+        if log_target_mul is None:
+            log_target_mul = torch.zeros(self.n_channels, dtype=delta.dtype, device=delta.device)
+        return self.head((log_spread + delta)[:, None], raw[:, None], log_target_mul)

@@ -1,0 +1,137 @@
+"""The embedded data of the variance emulator in one command: a synthetic EDA, its member store and std store.
+
+    python -m hybrid_eda.training.stores [--out .] [--grid O32] [--levels 5] [--members 50] \\
+        [--start 2023-01-01T00] [--end 2023-01-31T18] [--seed 0]
+
+writes, under ``--out``::
+
+    synthetic-eda/       the synthetic EDA (GRIB; truth and sigma_b for the evaluation), hybrid_eda.synthetic
+    eda-members.zarr     N members per date       (recipes/eda-n80-ml-local.yaml, streamed by member)
+    eda-std.zarr         their N-member std       (recipes/eda-n80-ml-std-local.yaml)
+    eda-*-local.yaml     the recipes as run (dates and absolute GRIB paths filled in)
+
+which is what ``anemoi-training train --config-name=variance_emulator_synthetic`` reads from the current folder
+(defaults: its date splits). The shipped recipes are used unchanged but for their dates and paths.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+LOGGER = logging.getLogger(__name__)
+
+MEMBERS_STORE, SPREAD_STORE, SYNTHETIC_DIR = "eda-members.zarr", "eda-std.zarr", "synthetic-eda"
+RECIPES = {MEMBERS_STORE: "eda-n80-ml-local", SPREAD_STORE: "eda-n80-ml-std-local"}
+
+
+@dataclasses.dataclass(frozen=True)
+class VarianceStores:
+    """Paths of the synthetic EDA and its two stores."""
+
+    synthetic: Path
+    members: Path
+    spread: Path
+
+
+def _absolute_grib_paths(node: Any, root: Path) -> None:
+    """Make every ``grib: {path: ...}`` of a recipe absolute (relative to ``root``), in place."""
+    if isinstance(node, dict):
+        grib = node.get("grib")
+        if isinstance(grib, dict) and "path" in grib and not Path(grib["path"]).is_absolute():
+            grib["path"] = str(root / grib["path"])
+        for value in node.values():
+            _absolute_grib_paths(value, root)
+    elif isinstance(node, list):
+        for value in node:
+            _absolute_grib_paths(value, root)
+
+
+def local_recipe(name: str, root: Path, config: Any) -> dict:
+    """The shipped recipe ``name`` with the dates of ``config`` (a SyntheticEDAConfig) and absolute paths."""
+    from hybrid_eda.resources import recipes_dir
+
+    recipe = yaml.safe_load((recipes_dir() / f"{name}.yaml").read_text())
+    dates = config.dates  # a property
+    recipe["dates"] = {
+        "start": dates[0].isoformat(),
+        "end": dates[-1].isoformat(),
+        "frequency": f"{int(config.frequency_hours)}h",
+    }
+    _absolute_grib_paths(recipe["input"], root)
+    return recipe
+
+
+def make_variance_stores(out_dir: str | Path, config: Any, *, overwrite: bool = False) -> VarianceStores:
+    """Write the synthetic EDA of ``config`` (a :class:`~hybrid_eda.synthetic.SyntheticEDAConfig`) and build both
+    stores under ``out_dir``.
+
+    Raises
+    ------
+    FileExistsError
+        If a store exists and ``overwrite`` is False.
+    """
+    from anemoi.datasets.create.tasks import run_task
+
+    from hybrid_eda.data.store_build import CREATE_STEPS, run_steps
+    from hybrid_eda.synthetic import write_synthetic_eda
+
+    out = Path(out_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    for store in RECIPES:
+        if (out / store).exists() and not overwrite:
+            raise FileExistsError(f"{out / store} exists; pass --overwrite to rebuild it")
+    start = time.perf_counter()
+    write_synthetic_eda(config, out / SYNTHETIC_DIR, overwrite=overwrite)
+    LOGGER.info("synthetic EDA written in %.1f s", time.perf_counter() - start)
+    for store, name in RECIPES.items():
+        recipe_path = out / f"{name}.yaml"
+        recipe_path.write_text(yaml.safe_dump(local_recipe(name, out, config), sort_keys=False))
+        start = time.perf_counter()
+        if store == MEMBERS_STORE:
+            run_steps(CREATE_STEPS, out / store, recipe_path, overwrite=True)
+        else:
+            for task in ("init", "load", "finalise"):
+                run_task(task, recipe=str(recipe_path), path=str(out / store), overwrite=True)
+        LOGGER.info("%s built in %.1f s", store, time.perf_counter() - start)
+    return VarianceStores(out / SYNTHETIC_DIR, out / MEMBERS_STORE, out / SPREAD_STORE)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from hybrid_eda.synthetic import SyntheticEDAConfig
+
+    parser = argparse.ArgumentParser(prog="python -m hybrid_eda.training.stores", description=__doc__.split("\n")[0])
+    parser.add_argument("--out", default=".", help="folder of the stores (default: the current one)")
+    parser.add_argument("--grid", default="O32")
+    parser.add_argument("--levels", type=int, default=5)
+    parser.add_argument("--members", type=int, default=50, help="EDA size N (default 50)")
+    parser.add_argument("--start", default="2023-01-01T00")
+    parser.add_argument("--end", default="2023-01-31T18")
+    parser.add_argument("--frequency", type=int, default=6, help="hours between dates")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--overwrite", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    config = SyntheticEDAConfig(
+        grid=args.grid,
+        levels=args.levels,
+        members=args.members,
+        start=args.start,
+        end=args.end,
+        frequency_hours=args.frequency,
+        seed=args.seed,
+    )
+    stores = make_variance_stores(args.out, config, overwrite=args.overwrite)
+    print(f"members: {stores.members}\nspread:  {stores.spread}\nsynthetic EDA: {stores.synthetic}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

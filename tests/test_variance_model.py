@@ -1,0 +1,283 @@
+"""The variance emulator's layers and model: neighbour sums against a loop reference and gradcheck, the members'
+debiased log-spread against Monte Carlo, permutation invariance and any M, positive outputs, the neighbour
+response (output at a point moves with the members at its neighbours, and not without message passing),
+parameter counts of the shipped configs, clear errors."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from hybrid_eda.distributions import LogNormal
+from hybrid_eda.layers import GridGraph, edge_softmax, edge_weighted_sum, member_spread
+from hybrid_eda.layers.heads import GaussianHead, LogNormalHead
+from hybrid_eda.models import VarianceEmulatorCore, VarianceEmulatorSettings
+
+N_GRID, K_NEIGHBOURS = 48, 5
+
+
+def _sphere_graph(n: int = N_GRID, k: int = K_NEIGHBOURS, seed: int = 0) -> tuple[torch.Tensor, GridGraph]:
+    """Random points on the sphere, each joined to its k nearest (itself included), edge attributes = length."""
+    rng = np.random.default_rng(seed)
+    xyz = rng.normal(size=(n, 3))
+    xyz /= np.linalg.norm(xyz, axis=1, keepdims=True)
+    lat, lon = np.arcsin(xyz[:, 2]), np.arctan2(xyz[:, 1], xyz[:, 0])
+    distance = np.arccos(np.clip(xyz @ xyz.T, -1, 1))
+    nearest = np.argsort(distance, axis=1)[:, :k]  # [dst, k] sources
+    dst = np.repeat(np.arange(n), k)
+    src = nearest.reshape(-1)
+    length = distance[dst, src]
+    attr = np.stack([length / length.std(), np.sin(lon[src] - lon[dst]), lat[src] - lat[dst]], axis=1)
+    graph = GridGraph(torch.from_numpy(src), torch.from_numpy(dst), torch.from_numpy(attr).float(), n)
+    return torch.from_numpy(np.stack([lat, lon], axis=1)).float(), graph
+
+
+def _core(n_channels: int = 4, use_neighbours: bool = True, rounds: int = 2, seed: int = 0, **kwargs):
+    torch.manual_seed(seed)
+    coordinates, graph = _sphere_graph()
+    core = VarianceEmulatorCore(
+        channel_level=torch.tensor([0, 1] * (n_channels // 2)),
+        channel_variable=torch.arange(n_channels) // 2,
+        input_mean=torch.zeros(n_channels),
+        input_std=torch.ones(n_channels),
+        node_coordinates=coordinates,
+        graph=graph,
+        settings=VarianceEmulatorSettings(
+            latent=8, rounds=rounds, heads=2, kernel_hidden=8, use_neighbours=use_neighbours
+        ),
+        **kwargs,
+    )
+    return core, graph
+
+
+def _trained_like(core: VarianceEmulatorCore) -> VarianceEmulatorCore:
+    """The untrained head is zero (the model starts at the debiased s_M); give it random weights."""
+    with torch.no_grad():
+        core.output.mlp[-1].weight.normal_(0.0, 0.5)
+    return core
+
+
+# -- layers ------------------------------------------------------------------------------------------------------
+
+
+def test_edge_weighted_sum_matches_a_loop_and_gradcheck():
+    rng = torch.Generator().manual_seed(1)
+    n_src, n_dst, n_edges, width = 7, 5, 30, 3  # random edges: duplicates included
+    src = torch.randint(0, n_src, (n_edges,), generator=rng)
+    dst = torch.randint(0, n_dst, (n_edges,), generator=rng)
+    x = torch.randn(n_src, width, dtype=torch.float64, generator=rng, requires_grad=True)
+    w = torch.randn(n_edges, dtype=torch.float64, generator=rng, requires_grad=True)
+    reference = torch.zeros(n_dst, width, dtype=torch.float64)
+    for e in range(n_edges):
+        reference[dst[e]] += w[e].detach() * x[src[e]].detach()
+    torch.testing.assert_close(edge_weighted_sum(x, w, src, dst, n_dst), reference)
+    assert torch.autograd.gradcheck(lambda x, w: edge_weighted_sum(x, w, src, dst, n_dst), (x, w))
+
+
+def test_edge_softmax_normalises_the_incoming_edges():
+    dst = torch.tensor([0, 0, 1, 1, 1, 2])
+    weights = edge_softmax(torch.randn(6, 3) * 30, dst, 3)
+    sums = torch.zeros(3, 3).index_add(0, dst, weights)
+    torch.testing.assert_close(sums, torch.ones(3, 3))
+
+
+@pytest.mark.parametrize("n_members", [2, 3, 5, 10])
+def test_debiased_log_spread_is_unbiased_for_gaussian_members(n_members):
+    sigma = torch.tensor([1e-6, 1.0, 300.0])  # any units
+    members = torch.randn(200_000, n_members, 1, 3, generator=torch.Generator().manual_seed(n_members)) * sigma
+    stats = member_spread(members.double(), dim=1)
+    tolerance = 5 * stats.noise / math.sqrt(members.shape[0])  # 5 Monte Carlo standard errors
+    torch.testing.assert_close(stats.log_spread.mean(dim=0)[0], torch.log(sigma).double(), atol=tolerance, rtol=0)
+    assert stats.log_spread.std(dim=0).mean().item() == pytest.approx(stats.noise, rel=0.02)
+
+
+def test_fewer_than_two_members_is_explained():
+    with pytest.raises(ValueError, match="at least 2 members"):
+        member_spread(torch.ones(1, 1, 4, 3), dim=1)
+
+
+def test_heads_are_positive_and_stable_for_tiny_and_huge_spreads():
+    log_centre = torch.tensor([-60.0, 0.0, 40.0]).view(1, 1, 3)
+    raw = torch.tensor([-200.0, 0.0, 200.0]).view(1, 1, 3)
+    for head in (LogNormalHead(), GaussianHead()):
+        out = head(log_centre[:, None], raw[:, None], torch.zeros(3))
+        assert out.shape == (1, 2, 1, 3) and torch.isfinite(out).all() and (out[:, 1] > 0).all()
+
+
+# -- the core ------------------------------------------------------------------------------------------------------
+
+
+def test_untrained_model_predicts_the_debiased_member_spread():
+    core, _ = _core()
+    members = torch.randn(2, 5, N_GRID, 4) * torch.tensor([1e-5, 1.0, 2.0, 40.0])
+    dist = LogNormal.from_tensor(core(members), validate=True)
+    torch.testing.assert_close(dist.mu[:, 0], member_spread(members, dim=1).log_spread)
+
+
+def test_permutation_invariant_over_members_and_any_m():
+    core, _ = _trained_like(_core()[0]), None
+    members = torch.randn(1, 6, N_GRID, 4, generator=torch.Generator().manual_seed(3))
+    out = core(members)
+    torch.testing.assert_close(core(members[:, torch.randperm(6)]), out, rtol=1e-5, atol=1e-5)
+    for m in (2, 3, 9):
+        assert torch.isfinite(core(torch.randn(1, m, N_GRID, 4))).all()
+
+
+def _response(core: VarianceEmulatorCore, point: int) -> torch.Tensor:
+    """|d mu[point, :] / d members[:, grid, :]| summed per grid point (the autograd Jacobian row)."""
+    members = torch.randn(1, 5, N_GRID, 4, generator=torch.Generator().manual_seed(4), requires_grad=True)
+    mu = core(members)[0, 0, point]  # [channel]
+    (grad,) = torch.autograd.grad(mu.sum(), members)
+    return grad.abs().sum(dim=(0, 1, 3))  # [grid]
+
+
+def test_output_at_a_point_responds_to_its_neighbours():
+    core, graph = _core(rounds=1)
+    core = _trained_like(core)
+    point = 0
+    neighbours = graph.src[graph.dst == point].tolist()
+    response = _response(core, point)
+    assert response[point] > 0
+    others = [j for j in neighbours if j != point]
+    assert len(others) == K_NEIGHBOURS - 1
+    assert all(response[j] > 1e-4 * response[point] for j in others), response[others]
+    far = sorted(set(range(N_GRID)) - set(neighbours))  # one round: nothing beyond the first neighbours
+    assert torch.all(response[far] == 0)
+
+
+def test_no_message_passing_sees_only_the_point_itself():
+    core, _ = _core(use_neighbours=False)
+    response = _response(_trained_like(core), point=0)
+    assert response[0] > 0
+    assert torch.all(response[1:] == 0)
+
+
+def test_more_rounds_reach_further():
+    _, graph = _core()
+    reach = {}
+    for rounds in (1, 2):
+        core, _ = _core(rounds=rounds)
+        reach[rounds] = int((_response(_trained_like(core), point=0) > 0).sum())
+    assert reach[1] == K_NEIGHBOURS < reach[2]
+
+
+def test_wrong_input_shape_is_explained():
+    core, _ = _core()
+    with pytest.raises(ValueError, match="another grid or another variable list"):
+        core(torch.randn(1, 5, N_GRID + 1, 4))
+
+
+# -- the anemoi adapter, built from the shipped configs ------------------------------------------------------------
+
+VARIABLES = ("d", "lnsp", "o3", "q", "t", "vo")
+
+
+def _names(levels: int) -> list[str]:
+    return [f"{v}_{k}" for v in VARIABLES for k in range(1, (1 if v == "lnsp" else levels) + 1)]
+
+
+def _shipped_model_config(name: str, levels: int, overrides: list[str] | None = None):
+    """The composed shipped config ``name`` (model and data sections), with the target variables listed."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from hybrid_eda.resources import configs_dir
+    from hybrid_eda.training import register_resolvers
+
+    register_resolvers()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(configs_dir()), version_base=None):
+        cfg = compose(name, overrides=overrides or [])
+    targets = [n.replace("_", "_std_", 1) if n.count("_") == 1 else n for n in _names(levels)]
+    OmegaConf.update(cfg, "data.datasets.spread.diagnostic", targets, force_add=True)
+    return OmegaConf.create({"model": OmegaConf.to_container(cfg.model, resolve=True), "data": cfg.data}), targets
+
+
+def _emulator(
+    model_config, levels: int, targets: list[str], *, shift_target_grid: bool = False, declare_targets: bool = True
+):
+    from anemoi.models.data_indices.collection import IndexCollection
+    from torch_geometric.data import HeteroData
+
+    from hybrid_eda.models import VarianceEmulator
+
+    inputs = _names(levels)
+    model_config.data.datasets.spread.diagnostic = targets if declare_targets else []
+    data = model_config.data.datasets
+    indices = {
+        "members": IndexCollection(data.members, {n: i for i, n in enumerate(inputs)}),
+        "spread": IndexCollection(data.spread, {n: i for i, n in enumerate(targets)}),
+    }
+    statistics = {
+        name: {key: np.ones(len(vars_)) for key in ("mean", "stdev", "minimum", "maximum")}
+        for name, vars_ in (("members", inputs), ("spread", targets))
+    }
+    coordinates, graph = _sphere_graph()
+    graph_data = HeteroData()
+    graph_data["members"].x = coordinates
+    graph_data["spread"].x = coordinates + (0.1 if shift_target_grid else 0.0)
+    edges = graph_data[("members", "to", "members")]
+    edges.edge_index = torch.stack([graph.src, graph.dst])
+    edges.edge_length = graph.edge_attr[:, :1]
+    edges.edge_dirs = graph.edge_attr[:, 1:]
+    return VarianceEmulator(
+        model_config=model_config,
+        data_indices=indices,
+        statistics=statistics,
+        graph_data=graph_data,
+        n_step_input=1,
+        n_step_output=1,
+    )
+
+
+SHIPPED = [("variance_emulator_synthetic", 137, 200_000), ("variance_emulator_synthetic", 5, 200_000)]
+
+
+@pytest.mark.parametrize(("config", "levels", "limit"), SHIPPED)
+def test_shipped_config_parameter_count(config, levels, limit):
+    model_config, targets = _shipped_model_config(config, levels)
+    model = _emulator(model_config, levels, targets)
+    assert 10_000 < model.n_parameters < limit
+    members = torch.randn(2, 1, 5, N_GRID, len(_names(levels)))
+    out = model({"members": members, "spread": members[..., :0]})["spread"]
+    assert out.shape == (2, 1, 2, N_GRID, len(targets))
+
+
+def test_shipped_config_no_mp_switch():
+    model_config, targets = _shipped_model_config("variance_emulator_synthetic", 2, ["model.emulator_no_mp=True"])
+    model = _emulator(model_config, 2, targets)
+    assert not any(block.use_neighbours for block in model.core.message_passing)
+
+
+def test_target_on_another_grid_is_explained():
+    model_config, targets = _shipped_model_config("variance_emulator_synthetic", 2)
+    with pytest.raises(ValueError, match="on another grid"):
+        _emulator(model_config, 2, targets, shift_target_grid=True)
+
+
+def test_target_without_matching_input_is_explained():
+    model_config, targets = _shipped_model_config("variance_emulator_synthetic", 2)
+    with pytest.raises(ValueError, match="no input variable of the same name"):
+        _emulator(model_config, 2, [*targets[:-1], "w_std_1"])
+
+
+def test_mean_subtracting_target_normaliser_is_refused():
+    model_config, targets = _shipped_model_config(
+        "variance_emulator_synthetic", 2, ["data.datasets.spread.processors.normalizer.config.default=mean-std"]
+    )
+    with pytest.raises(ValueError, match="multiplicative"):
+        _emulator(model_config, 2, targets)
+
+
+def test_emulator_sees_no_target_input():
+    model_config, targets = _shipped_model_config("variance_emulator_synthetic", 2)
+    with pytest.raises(ValueError, match="would see its target"):
+        _emulator(model_config, 2, targets, declare_targets=False)
+
+
+def test_log_noise_of_five_members():
+    assert member_spread(torch.randn(1, 5, 1, 1), dim=1).noise == pytest.approx(0.5 * math.sqrt(math.pi**2 / 6 - 1))

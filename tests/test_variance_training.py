@@ -1,0 +1,114 @@
+"""The shipped variance-emulator configs train through ``anemoi-training train --config-name=...`` on tiny
+synthetic stores made by ``python -m hybrid_eda.training.stores`` (built once per module), write an inference
+checkpoint, and that checkpoint maps any M members to a positive predictive distribution of the N-member std."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+BIN = Path(sys.executable).parent
+LEVELS, MEMBERS = 2, 6
+DATES = ("2023-01-01T00", "2023-01-02T06")  # 6 dates, 2 per split (anemoi needs 2 to know the frequency)
+SPLITS = {
+    "training": ("null", "2023-01-01T06:00:00"),
+    "validation": ("2023-01-01T12:00:00", "2023-01-01T18:00:00"),
+    "test": ("2023-01-02T00:00:00", "null"),
+}
+
+
+def _environment(tmp_path: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
+    env.update(
+        {
+            "OMP_NUM_THREADS": "1",
+            "MKL_NUM_THREADS": "1",
+            "OPENBLAS_NUM_THREADS": "1",
+            "NUMBA_NUM_THREADS": "1",
+            "HOME": str(home),
+            "XDG_CACHE_HOME": str(home / ".cache"),
+            "MPLCONFIGDIR": str(home / "mpl"),
+            "MLFLOW_TRACKING_URI": (tmp_path / "mlruns").as_uri(),
+            "ANEMOI_SETTINGS_FILE": str(home / "anemoi-settings.toml"),
+            "HYDRA_FULL_ERROR": "1",
+        }
+    )
+    return env
+
+
+def _run(args: list[str], cwd: Path, env: dict[str, str]) -> str:
+    out = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, check=False, timeout=300)
+    log = out.stdout + out.stderr
+    assert out.returncode == 0, f"{' '.join(args)} failed:\n{log[-4000:]}"
+    return log
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory):
+    """O32, 2 levels, 6 variables, 6 members, 6 dates: the synthetic EDA and both stores (~20 s)."""
+    tmp_path = tmp_path_factory.mktemp("variance_training")
+    workdir = tmp_path / "run"
+    env = _environment(tmp_path)
+    command = [sys.executable, "-m", "hybrid_eda.training.stores", "--out", str(workdir), "--levels", str(LEVELS)]
+    command += ["--members", str(MEMBERS), "--start", DATES[0], "--end", DATES[1]]
+    _run(command, tmp_path, env)
+    return {"workdir": workdir, "env": env}
+
+
+def _train(stores, config: str, *extra: str) -> str:
+    overrides = ["training.max_steps=2", "dataloader.limit_batches.validation=1", "dataloader.batch_size.training=1"]
+    for split, (start, end) in SPLITS.items():
+        overrides += [
+            f"dataloader.{split}.datasets.members.start={start}",
+            f"dataloader.{split}.datasets.members.end={end}",
+        ]
+    args = [str(BIN / "anemoi-training"), "train", f"--config-name={config}", *overrides, *extra]
+    return _run(args, stores["workdir"], stores["env"])
+
+
+def test_stores_pair_up(stores):
+    from anemoi.datasets import open_dataset
+
+    from hybrid_eda.data.members import check_store_pair
+
+    members = open_dataset(str(stores["workdir"] / "eda-members.zarr"))
+    spread = open_dataset(str(stores["workdir"] / "eda-std.zarr"))
+    check_store_pair(members, spread, members=5)
+    assert members.shape[:3] == (6, 5 * LEVELS + 1, MEMBERS) and spread.shape[2] == 1
+    assert spread.variables == [v.replace("_", "_std_", 1) for v in members.variables]
+
+
+@pytest.mark.slow
+def test_synthetic_config_trains_and_its_checkpoint_emulates_any_m(stores):
+    import torch
+    from anemoi.datasets import open_dataset
+
+    log = _train(stores, "variance_emulator_synthetic")
+    assert "`Trainer.fit` stopped: `max_steps=2` reached" in log
+    losses = [float(v) for v in re.findall(r"train_multi_dataset_loss_step=([-0-9.e+]+)", log)]
+    assert losses and all(np.isfinite(losses))
+
+    output = stores["workdir"] / "output" / "variance_emulator_synthetic"
+    (checkpoint,) = (output / "checkpoint").glob("*/inference-last.ckpt")
+    model = torch.load(checkpoint, map_location="cpu", weights_only=False).eval()
+    members = open_dataset(str(stores["workdir"] / "eda-members.zarr"))
+    sample = torch.from_numpy(np.asarray(members[3])).float()  # [var, N, grid]
+    sample = sample.permute(1, 2, 0)[None, None]  # [batch, time, N, grid, var]
+    for m in (3, 5):
+        out = model.predict_step({"members": sample[:, :, :m], "spread": sample[:, :, :1, :, :0]})["spread"]
+        assert out.shape == (1, 1, 2, members.shape[-1], members.shape[1])
+        assert torch.isfinite(out).all() and (out[:, :, 1] > 0).all()
+
+
+@pytest.mark.slow
+def test_no_message_passing_ablation_trains(stores):
+    log = _train(stores, "variance_emulator_synthetic", "model.emulator_no_mp=True")
+    assert "`Trainer.fit` stopped: `max_steps=2` reached" in log
