@@ -234,14 +234,23 @@ def _emulator(
     )
 
 
-SHIPPED = [("variance_emulator_synthetic", 137, 200_000), ("variance_emulator_synthetic", 5, 200_000)]
+def _shipped_configs() -> list[str]:
+    from hybrid_eda.resources import configs_dir, shipped
+
+    return [name for name in shipped(configs_dir()) if name.startswith("variance_emulator")]
 
 
-@pytest.mark.parametrize(("config", "levels", "limit"), SHIPPED)
-def test_shipped_config_parameter_count(config, levels, limit):
+def test_both_configs_are_shipped():
+    assert {"variance_emulator_synthetic", "variance_emulator_n80"} <= set(_shipped_configs())
+
+
+@pytest.mark.parametrize("levels", [137, 5])
+@pytest.mark.parametrize("config", _shipped_configs())
+def test_shipped_config_parameter_count(config, levels):
+    """Each shipped config builds a model of fewer than 200,000 learnable parameters, 6 variables x 137 levels."""
     model_config, targets = _shipped_model_config(config, levels)
     model = _emulator(model_config, levels, targets)
-    assert 10_000 < model.n_parameters < limit
+    assert 10_000 < model.n_parameters < 200_000
     members = torch.randn(2, 1, 5, N_GRID, len(_names(levels)))
     out = model({"members": members, "spread": members[..., :0]})["spread"]
     assert out.shape == (2, 1, 2, N_GRID, len(targets))

@@ -86,6 +86,38 @@ def test_stores_pair_up(stores):
     assert spread.variables == [v.replace("_", "_std_", 1) for v in members.variables]
 
 
+#: What the operational config needs to run on the tiny CPU stores (its own settings otherwise).
+ON_THE_TINY_STORES = {
+    "variance_emulator_synthetic": [],
+    "variance_emulator_n80": [
+        "system.hardware.accelerator=cpu",
+        "system.hardware.num_gpus_per_node=1",
+        "data.frequency=6h",
+        "dataloader.stores.members=${hydra:runtime.cwd}/eda-members.zarr",
+        "dataloader.stores.spread=${hydra:runtime.cwd}/eda-std.zarr",
+        "dataloader.num_workers.training=1",
+        "dataloader.num_workers.validation=1",
+        "dataloader.num_workers.test=1",
+        "dataloader.pin_memory=False",
+        "dataloader.persistent_workers=False",
+    ],
+}
+
+
+def test_every_shipped_config_is_exercised():
+    from hybrid_eda.resources import configs_dir, shipped
+
+    assert {n for n in shipped(configs_dir()) if n.startswith("variance_emulator")} == set(ON_THE_TINY_STORES)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("config", ["variance_emulator_n80"])
+def test_operational_config_trains_two_steps(stores, config):
+    log = _train(stores, config, *ON_THE_TINY_STORES[config])
+    assert "`Trainer.fit` stopped: `max_steps=2` reached" in log
+    assert re.search(r"variance emulator: \d+ channels, \d+ grid points", log)
+
+
 @pytest.mark.slow
 def test_synthetic_config_trains_and_its_checkpoint_emulates_any_m(stores):
     import torch
