@@ -35,6 +35,7 @@ _COMMAND_MODULES = (
     "hybrid_eda.data.grids_cli",
     "hybrid_eda.recipes_cli",
     "hybrid_eda.inference.cli",
+    "hybrid_eda.evaluation.cli",
 )
 
 

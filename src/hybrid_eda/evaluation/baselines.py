@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from hybrid_eda.evaluation.data import EDAStatistics
+from hybrid_eda.evaluation.features import GradientOperator, make_gradient, normalised_gradient
 from hybrid_eda.evaluation.floor import conditional_std_mean, oracle_std_mean
 from hybrid_eda.evaluation.probabilistic import ParametricPrediction
 from hybrid_eda.evaluation.smoothing import Smoother, make_smoother
@@ -48,6 +49,10 @@ LOGGER = logging.getLogger(__name__)
 DEFAULT_FILTER_LENGTHS_KM = (0.0, 100.0, 150.0, 200.0, 250.0, 300.0, 400.0, 500.0, 600.0, 700.0, 850.0, 1000.0)
 #: Smoothing lengths of the regression's multi-scale features.
 DEFAULT_FEATURE_LENGTHS_KM = (0.0, 250.0, 500.0, 1000.0, 2000.0)
+#: Smoothing lengths of the regression's flow features (gradient magnitude of the seen members' mean).
+DEFAULT_FLOW_LENGTHS_KM = (0.0, 150.0, 300.0)
+#: Degree of the Legendre fit in ``sin(latitude)`` of the training climatology removed before the gradient.
+CLIMATOLOGY_DEGREE = 8
 
 
 @dataclass(frozen=True, eq=False)
@@ -167,6 +172,7 @@ class _VariableModel:
     mean: object = None  # HistGradientBoostingRegressor of log s_N
     variance: object = None  # ... of the squared log residual
     scale: np.ndarray = field(default_factory=lambda: np.ones(0))  # [F_p] point rescaling
+    columns: np.ndarray | None = None  # [n_features] bool: the design columns used (not all NaN in training)
 
 
 class BoostedRegression(_Smoothed):
@@ -175,7 +181,12 @@ class BoostedRegression(_Smoothed):
     Features at a point of field ``f`` (variable ``p``, level ``k``): ``log sqrt(K_L s_M^2) - o_f`` for each
     feature length ``L`` (``o_f`` the training mean of ``log s_M`` of the field, so levels share one model),
     ``sin(latitude)``, the level (normalised); with ``pooled``, also the first three length features of every
-    variable at the same level (missing ones are NaN, which the trees handle).
+    variable at the same level (missing ones are NaN, which the trees handle). With ``flow`` (and the seen
+    members' mean ``stats.mean_m`` known), the flow features of :mod:`~hybrid_eda.evaluation.features`: the
+    normalised gradient magnitude ``|grad m| / rms`` of the M-member mean, after removing a zonal training
+    climatology (a Legendre fit in ``sin(latitude)``), of the field itself and of the temperature at the same level
+    (the synthetic fronts follow it; NaN without a ``t`` field), each as ``sqrt(K_L F^2)`` at ``flow_lengths_km``,
+    and, for fields positive on every training point (q, o3: their spread scales with the value), ``log m - o``.
 
     The training dates are split in time: the first ``1 - holdout`` fit the mean ``mu`` of ``log s_N``, the
     rest fit a second model of the squared residual (the log-normal ``sigma^2``, out of sample) and a per-field
@@ -186,6 +197,9 @@ class BoostedRegression(_Smoothed):
     ----------
     pooled : bool
     lengths_km : tuple of float
+    flow : bool
+        Use the flow features (default True; ignored, with a log line, when the statistics carry no mean).
+    flow_lengths_km : tuple of float
     max_rows : int
         Training rows per variable, subsampled uniformly (area-weighted samples).
     holdout : float
@@ -199,6 +213,8 @@ class BoostedRegression(_Smoothed):
         self,
         pooled: bool = False,
         lengths_km: tuple[float, ...] = DEFAULT_FEATURE_LENGTHS_KM,
+        flow: bool = True,
+        flow_lengths_km: tuple[float, ...] = DEFAULT_FLOW_LENGTHS_KM,
         max_rows: int = 200_000,
         holdout: float = 0.25,
         max_iter: int = 200,
@@ -213,6 +229,9 @@ class BoostedRegression(_Smoothed):
         self.pooled = pooled
         self.name = "regression_pooled" if pooled else "regression"
         self.lengths_km = tuple(float(length) for length in lengths_km)
+        self.flow = bool(flow)
+        self.flow_lengths_km = tuple(float(length) for length in flow_lengths_km)
+        self.gradient: GradientOperator | None = None
         self.max_rows, self.holdout, self.seed = int(max_rows), float(holdout), int(seed)
         self.hgb = {"max_iter": max_iter, "learning_rate": learning_rate, "max_leaf_nodes": max_leaf_nodes}
 
@@ -225,11 +244,68 @@ class BoostedRegression(_Smoothed):
             [0.5 * np.log(np.maximum(smoother.smooth(variance, length), 1e-300)) for length in self.lengths_km]
         ).astype(np.float32)
 
-    def _design(self, stats: EDAStatistics, logs: np.ndarray, fields: np.ndarray) -> np.ndarray:
+    def _climatology_basis(self, stats: EDAStatistics) -> np.ndarray:
+        return np.polynomial.legendre.legvander(np.sin(np.radians(stats.latitudes)), CLIMATOLOGY_DEGREE)  # [G, P]
+
+    def _fit_flow(self, train: EDAStatistics) -> None:
+        """Training climatology of the mean (``[P, F]`` Legendre coefficients) and which fields are positive."""
+        self.flow_ = self.flow and train.mean_m is not None
+        if self.flow and not self.flow_:
+            LOGGER.info("%s: no members' mean in the statistics; fitting without flow features", self.name)
+        if not self.flow_:
+            return
+        basis = self._climatology_basis(train)
+        root = np.sqrt(train.area_weights)[:, None]
+        mean = train.mean_m.astype(float).mean(axis=0)  # [G, F]
+        self.climatology_ = np.linalg.lstsq(basis * root, mean * root, rcond=None)[0]  # [P, F]
+        self.positive_ = (train.mean_m > 0).all(axis=(0, 1))  # [F]
+        positive_log = np.log(np.where(self.positive_, np.maximum(train.mean_m, 1e-300), 1.0))
+        self.log_mean_offset_ = np.einsum("dgf,g->f", positive_log, train.area_weights) / (
+            train.mean_m.shape[0] * train.area_weights.sum()
+        )
+        self.temperature_ = {
+            group: f for f, (p, group) in enumerate(zip(train.params, train.groups, strict=True)) if p == "t"
+        }
+
+    def _flow_features(self, stats: EDAStatistics) -> np.ndarray | None:
+        """``[n_flow, D, G, F]`` float32 flow features (class docstring), or ``None`` without ``flow``."""
+        if not self.flow_:
+            return None
+        if stats.mean_m is None:
+            raise ValueError(
+                f"{self.name} was fitted with flow features but these statistics carry no members' mean; "
+                "build them with from_members/from_synthetic (or fit with flow=False)."
+            )
+        if self.gradient is None:
+            self.gradient = make_gradient(stats.latitudes, stats.longitudes, stats.grid)
+        smoother = self._smoother(stats, max(self.lengths_km))
+        anomaly = stats.mean_m.astype(float) - self._climatology_basis(stats) @ self.climatology_  # [D, G, F]
+        front = normalised_gradient(anomaly, self.gradient, stats.area_weights)  # [D, G, F]
+        squared = front**2
+        scales = [np.sqrt(np.maximum(smoother.smooth(squared, length), 0.0)) for length in self.flow_lengths_km]
+        temperature = np.array([self.temperature_.get(group, -1) for group in stats.groups])  # [F]
+        present = temperature >= 0
+        columns = []
+        for scaled in scales:
+            columns.append(scaled)
+            of_t = np.full(scaled.shape, np.nan)
+            of_t[..., present] = scaled[..., temperature[present]]
+            columns.append(of_t)
+        log_mean = np.full(stats.mean_m.shape, np.nan)
+        positive = self.positive_ & (stats.mean_m > 0).all(axis=(0, 1))
+        log_mean[..., positive] = np.log(stats.mean_m[..., positive]) - self.log_mean_offset_[positive]
+        columns.append(log_mean)
+        return np.stack(columns).astype(np.float32)
+
+    def _design(
+        self, stats: EDAStatistics, logs: np.ndarray, fields: np.ndarray, flow: np.ndarray | None = None
+    ) -> np.ndarray:
         """Feature matrix ``[D * G * F_p, n_features]`` (rows date-major, then grid, then field)."""
         d, g, _ = stats.s_m.shape
         own = logs[..., fields] - self.offset_[fields]  # [nL, D, G, F_p]
         columns = [own]
+        if flow is not None:
+            columns.append(flow[..., fields])
         lat = np.sin(np.radians(stats.latitudes)).astype(np.float32)
         columns.append(np.broadcast_to(lat[None, None, :, None], (1, d, g, fields.size)))
         level = np.array([stats.levels[f] for f in fields], dtype=np.float32) / max(max(stats.levels), 1)
@@ -262,6 +338,8 @@ class BoostedRegression(_Smoothed):
                 "use at least 2 dates (better 15 or more)."
             )
         logs = self._log_features(train)
+        self._fit_flow(train)
+        flow = self._flow_features(train)
         w = train.area_weights
         self.offset_ = np.einsum("dgf,g->f", logs[0], w) / (n_dates * w.sum())  # [F] mean log s_M
         self.params_ = tuple(dict.fromkeys(train.params))
@@ -270,17 +348,20 @@ class BoostedRegression(_Smoothed):
         self.models_: dict[str, _VariableModel] = {}
         fit_part, hold_part = train.take_dates(slice(0, n_fit)), train.take_dates(slice(n_fit, None))
         logs_fit, logs_hold = logs[:, :n_fit], logs[:, n_fit:]
+        flow_fit, flow_hold = (None, None) if flow is None else (flow[:, :n_fit], flow[:, n_fit:])
         for param in self.params_:
             fields = np.array([f for f, p in enumerate(train.params) if p == param])
             model = _VariableModel(fields=fields)
-            x = self._design(fit_part, logs_fit, fields)
+            x = self._design(fit_part, logs_fit, fields, flow_fit)
+            model.columns = ~np.all(np.isnan(x), axis=0)  # e.g. log-mean features of a signed variable
+            x = x[:, model.columns]
             y = (log_target[:n_fit][..., fields] - self.offset_[fields]).reshape(-1)
             weight = np.broadcast_to(w[None, :, None], log_target[:n_fit][..., fields].shape).reshape(-1)
             rows = rng.choice(y.size, size=min(self.max_rows, y.size), replace=False)
             model.mean = HistGradientBoostingRegressor(random_state=self.seed, **self.hgb)
             model.mean.fit(x[rows], y[rows], sample_weight=weight[rows])
             # out-of-sample residuals on the held-out training dates -> log-normal variance and point scale
-            x_hold = self._design(hold_part, logs_hold, fields)
+            x_hold = self._design(hold_part, logs_hold, fields, flow_hold)[:, model.columns]
             mu = model.mean.predict(x_hold)
             y_hold = (log_target[n_fit:][..., fields] - self.offset_[fields]).reshape(-1)
             weight_hold = np.broadcast_to(w[None, :, None], log_target[n_fit:][..., fields].shape).reshape(-1)
@@ -297,13 +378,14 @@ class BoostedRegression(_Smoothed):
 
     def predict(self, stats: EDAStatistics) -> Prediction:
         logs = self._log_features(stats)
+        flow = self._flow_features(stats)
         shape = stats.s_m.shape
         loc, scale, point = np.empty(shape), np.empty(shape), np.empty(shape)
         for param, model in self.models_.items():
             if param not in stats.params:
                 continue
             fields = np.array([f for f, p in enumerate(stats.params) if p == param])
-            x = self._design(stats, logs, fields)
+            x = self._design(stats, logs, fields, flow)[:, model.columns]
             sub = (*shape[:2], fields.size)
             mu = model.mean.predict(x).reshape(sub) + self.offset_[fields]
             var = np.maximum(model.variance.predict(x).reshape(sub), 1e-6)

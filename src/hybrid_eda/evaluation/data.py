@@ -5,7 +5,7 @@ target) and, on synthetic data, what is known there: ``sigma_b``, the seen membe
 (for the floor) and the front mask (the "sharp features" of the synthetic ``sigma_b``). One date of 26 fields
 at O32 is ~1 MB, so a hundred dates fit in memory while the members (N times more) never have to.
 
-Three ways in:
+Four ways in:
 
 * :func:`from_members`: member arrays ``[date, ens, grid, field]`` already in memory (tests, stores);
 * :func:`from_synthetic`: stream the generator (:class:`~hybrid_eda.synthetic.eda.SyntheticEDA`) field by field,
@@ -13,7 +13,9 @@ Three ways in:
 * :func:`from_synthetic_folder`: the same for a folder written by ``hybrid-eda synthetic``: its
   ``manifest.json`` holds the full config and the generator is deterministic, so the folder's EDA is
   regenerated instead of decoding ``N x fields`` GRIB messages per date (the values differ from the GRIB
-  ones only by the 16-bit packing, ~1e-5 of each field's range).
+  ones only by the 16-bit packing, ~1e-5 of each field's range);
+* :func:`from_stores`: an anemoi-datasets member store and its std store (built from the MARS recipes or their
+  offline twins), read date by date; no truth, so no floor.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -32,9 +34,20 @@ import numpy as np
 
 from hybrid_eda.evaluation.floor import check_sizes
 
-__all__ = ["EDAStatistics", "config_from_manifest", "from_members", "from_synthetic", "from_synthetic_folder"]
+__all__ = [
+    "EDAStatistics",
+    "config_from_manifest",
+    "from_members",
+    "from_stores",
+    "from_synthetic",
+    "from_synthetic_folder",
+    "std_name",
+]
 
 LOGGER = logging.getLogger(__name__)
+
+#: The ``[D, G, F]`` arrays of :class:`EDAStatistics` (``None`` where unknown).
+_DATE_ARRAYS = ("s_m", "s_n", "mean_m", "sigma_b", "error_of_mean", "sharp")
 
 
 @dataclass(frozen=True, eq=False)
@@ -56,6 +69,9 @@ class EDAStatistics:
         Full and seen ensemble sizes.
     s_m, s_n : np.ndarray
         ``[D, G, F]`` sample std (``ddof=1``) of the ``M`` seen members and of all ``N``.
+    mean_m : np.ndarray or None
+        ``[D, G, F]`` mean of the ``M`` seen members (the flow an estimator may use: the synthetic fronts follow
+        the temperature gradient of the truth, which the seen members' mean approximates).
     sigma_b, error_of_mean : np.ndarray or None
         ``[D, G, F]`` true background-error std and the seen members' mean minus the truth (synthetic only).
     sharp : np.ndarray or None
@@ -74,6 +90,7 @@ class EDAStatistics:
     m: int
     s_m: np.ndarray
     s_n: np.ndarray
+    mean_m: np.ndarray | None = None
     sigma_b: np.ndarray | None = None
     error_of_mean: np.ndarray | None = None
     sharp: np.ndarray | None = None
@@ -84,7 +101,7 @@ class EDAStatistics:
         shape = self.s_m.shape
         if len(shape) != 3 or self.s_n.shape != shape:
             raise ValueError(f"s_m and s_n must both be [date, grid, field], got {self.s_m.shape}, {self.s_n.shape}.")
-        for name in ("sigma_b", "error_of_mean", "sharp"):
+        for name in ("mean_m", "sigma_b", "error_of_mean", "sharp"):
             value = getattr(self, name)
             if value is not None and value.shape != shape:
                 raise ValueError(f"{name} has shape {value.shape}, expected {shape} like s_m.")
@@ -101,12 +118,23 @@ class EDAStatistics:
     def take_dates(self, index: slice | Sequence[int] | np.ndarray) -> EDAStatistics:
         """The statistics of a subset of the dates."""
         picked = np.arange(self.s_m.shape[0])[index]
-        arrays = {
-            name: None if getattr(self, name) is None else getattr(self, name)[picked]
-            for name in ("s_m", "s_n", "sigma_b", "error_of_mean", "sharp")
-        }
+        arrays = {name: None if getattr(self, name) is None else getattr(self, name)[picked] for name in _DATE_ARRAYS}
         dates = tuple(self.dates[i] for i in picked) if self.dates else ()
         return dataclasses.replace(self, dates=dates, **arrays)
+
+    def select_fields(self, variables: Sequence[str]) -> EDAStatistics:
+        """The statistics of the fields ``variables`` (names of :attr:`variables`), in that order."""
+        missing = [v for v in variables if v not in self.variables]
+        if missing:
+            raise ValueError(f"no field {', '.join(missing[:5])} here; choose among {', '.join(self.variables)}.")
+        index = [self.variables.index(v) for v in variables]
+        arrays = {
+            name: None if getattr(self, name) is None else getattr(self, name)[..., index] for name in _DATE_ARRAYS
+        }
+        pick = {
+            name: tuple(getattr(self, name)[i] for i in index) for name in ("variables", "params", "levels", "groups")
+        }
+        return dataclasses.replace(self, **pick, **arrays)
 
 
 def _field_groups(params: Sequence[str], levels: Sequence[int], n_levels: int | None) -> tuple[int, ...]:
@@ -126,14 +154,16 @@ def _split_name(name: str) -> tuple[str, int]:
 
 
 def _reduce(members: np.ndarray, m: int, truth: np.ndarray | None, dtype) -> dict[str, np.ndarray]:
-    """``members [..., N, G, F]`` -> ``s_m``, ``s_n`` (and the mean error) ``[..., G, F]``."""
+    """``members [..., N, G, F]`` -> ``s_m``, ``s_n``, ``mean_m`` (and the mean error) ``[..., G, F]``."""
     seen = members[..., :m, :, :]
+    mean = seen.mean(axis=-3)
     out = {
         "s_m": seen.std(axis=-3, ddof=1).astype(dtype),
         "s_n": members.std(axis=-3, ddof=1).astype(dtype),
+        "mean_m": mean.astype(dtype),
     }
     if truth is not None:
-        out["error_of_mean"] = (seen.mean(axis=-3) - truth).astype(dtype)
+        out["error_of_mean"] = (mean - truth).astype(dtype)
     return out
 
 
@@ -180,7 +210,14 @@ def from_members(
     )
 
 
-def from_synthetic(config, m: int, dates: Sequence[int] | None = None, *, dtype=np.float64) -> EDAStatistics:
+def from_synthetic(
+    config,
+    m: int,
+    dates: Sequence[int] | None = None,
+    *,
+    dtype=np.float64,
+    on_members: Callable[[np.ndarray, tuple[str, ...]], None] | None = None,
+) -> EDAStatistics:
     """Stream the synthetic EDA of ``config`` (a :class:`~hybrid_eda.synthetic.config.SyntheticEDAConfig`).
 
     Parameters
@@ -193,6 +230,9 @@ def from_synthetic(config, m: int, dates: Sequence[int] | None = None, *, dtype=
         Date indices to keep (default all); the truth is integrated through every earlier date anyway.
     dtype : numpy dtype
         Storage of the ``[D, G, F]`` arrays (float32 halves the memory of long runs).
+    on_members : callable, optional
+        Called as ``on_members(members, variables)`` with the seen members ``[M, G, F]`` of every kept date, in
+        order, and the names of their fields (e.g. to run the emulator on them while they stream past).
 
     Notes
     -----
@@ -217,8 +257,9 @@ def from_synthetic(config, m: int, dates: Sequence[int] | None = None, *, dtype=
             if state.index > max(wanted):
                 break
             continue
-        fields: dict[str, list[np.ndarray]] = {"s_m": [], "s_n": [], "error_of_mean": [], "sigma_b": [], "sharp": []}
+        fields: dict[str, list[np.ndarray]] = {key: [] for key in _DATE_ARRAYS}
         names = []
+        seen: list[np.ndarray] = []
         for block in eda.fields(state):
             spec = VARIABLES[block.param]
             row = config.levels - 1 if spec.single_level else block.level - 1
@@ -230,6 +271,10 @@ def from_synthetic(config, m: int, dates: Sequence[int] | None = None, *, dtype=
             fields["sigma_b"].append(block.sigma_b.astype(dtype))
             fields["sharp"].append(mask > 0.5)
             names.append(block.name)
+            if on_members is not None:
+                seen.append(block.backgrounds[:m])  # [M, G]
+        if on_members is not None:
+            on_members(np.stack(seen, axis=-1), tuple(names))  # [M, G, F]
         per_date.append({key: np.stack(value, axis=-1) for key, value in fields.items()})  # [G, F]
         kept.append(state.date)
         LOGGER.info("variance statistics of %s (%d fields)", state.date.isoformat(), len(names))
@@ -272,3 +317,146 @@ def from_synthetic_folder(
     if not manifest.is_file():
         raise ValueError(f"{path} holds no manifest.json; write a synthetic EDA there with `hybrid-eda synthetic`.")
     return from_synthetic(config_from_manifest(json.loads(manifest.read_text())), m, dates, **kwargs)
+
+
+def _open_store(path: str | os.PathLike, role: str):
+    from anemoi.datasets import open_dataset
+
+    from hybrid_eda.errors import UserInputError
+
+    try:
+        return open_dataset(str(path))
+    except Exception as err:  # anemoi raises many kinds for a folder that is not a store
+        raise UserInputError(
+            f"cannot open the {role} {path} as an anemoi-datasets store ({type(err).__name__}: {err}); "
+            "build it with `anemoi-datasets create RECIPE PATH` (recipes: `hybrid-eda recipes`)"
+        ) from err
+
+
+def _store_area_weights(ds, latitudes: np.ndarray, longitudes: np.ndarray) -> tuple[np.ndarray, str | None]:
+    """Quadrature weights and name of the store's Gaussian grid when we can build it, equal weights otherwise."""
+    from hybrid_eda.synthetic.grids import make_grid
+
+    name = getattr(ds, "resolution", None)
+    try:
+        grid = make_grid(str(name))
+    except ValueError:
+        grid = None
+    if (
+        grid is not None
+        and grid.npoints == latitudes.size
+        and np.allclose(grid.latitudes, latitudes, atol=1e-4)
+        and np.allclose(np.mod(grid.longitudes, 360.0), np.mod(longitudes, 360.0), atol=1e-4)
+    ):
+        return np.asarray(grid.area_weights, dtype=np.float64), grid.name
+    LOGGER.info("store grid %s is not one we can build: equal area weights", name)
+    return np.ones(latitudes.size), None
+
+
+def std_name(variable: str) -> str:
+    """The std store's name of a member store's variable: ``t_137 -> t_std_137`` (the ensemble-statistics filter)."""
+    param, level = _split_name(variable)
+    return f"{param}_std_{level}" if variable != param else f"{variable}_std"
+
+
+def from_stores(
+    members: str | os.PathLike,
+    std: str | os.PathLike | None,
+    m: int,
+    *,
+    on_members: Callable[[np.ndarray], None] | None = None,
+    dtype=np.float64,
+    max_block_bytes: float = 256 * 2**20,
+) -> EDAStatistics:
+    """Statistics of an anemoi-datasets member store (``[date, variable, ensemble, grid]``) and its std store.
+
+    ``s_M`` and the mean are those of the store's first ``m`` members; ``s_N`` is read from ``std`` (variables
+    ``{param}_std_{level}``, as the ``ensemble-statistics`` filter writes them) or, without one, computed from all
+    the store's members. No truth: the floor cannot be computed. ``on_members`` as in :func:`from_synthetic`.
+
+    Raises
+    ------
+    UserInputError
+        If a path is not a store, the member store has no ensemble dimension or fewer than ``m`` members, or the
+        two stores differ in grid, dates or variables.
+    """
+    from hybrid_eda.errors import UserInputError
+
+    ds = _open_store(members, "member store")
+    n_dates, n_vars, n_ens, g = ds.shape
+    if n_ens < 2:
+        raise UserInputError(
+            f"{members} has no ensemble dimension ({n_ens} member); give the member store (built from an "
+            "eda-*-ml recipe), not a std store, as the members"
+        )
+    if m > n_ens:
+        raise UserInputError(f"M = {m} but {members} holds only {n_ens} members; use --members {n_ens} or fewer")
+    check_sizes(n_ens, m)
+    names = tuple(ds.variables)
+    latitudes, longitudes = np.asarray(ds.latitudes, np.float64), np.asarray(ds.longitudes, np.float64)
+    target = None
+    if std is not None:
+        target = _open_store(std, "std store")
+        if target.shape[3] != g or not (
+            np.allclose(target.latitudes, latitudes, atol=1e-4)
+            and np.allclose(target.longitudes, longitudes, atol=1e-4)
+        ):
+            raise UserInputError(
+                f"the member store {members} ({getattr(ds, 'resolution', '?')}, {g} points) and the std store {std} "
+                f"({getattr(target, 'resolution', '?')}, {target.shape[3]} points) are on different grids; build "
+                "both from recipes of one grid"
+            )
+        if len(target.dates) != n_dates or np.any(np.asarray(target.dates) != np.asarray(ds.dates)):
+            raise UserInputError(
+                f"the member store {members} and the std store {std} hold different dates ({n_dates} from "
+                f"{ds.dates[0]} and {len(target.dates)} from {target.dates[0]}); build both for the same dates"
+            )
+        missing = [std_name(v) for v in names if std_name(v) not in target.name_to_index]
+        if missing:
+            raise UserInputError(
+                f"the std store {std} lacks {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}; build it "
+                "from the std twin of the member store's recipe"
+            )
+        std_index = [target.name_to_index[std_name(v)] for v in names]
+    read_members = n_ens if target is None else m
+    block = max(1, int(max_block_bytes // (read_members * g * 4)))
+    out = {key: np.empty((n_dates, g, n_vars), dtype) for key in ("s_m", "s_n", "mean_m")}
+    started = time.perf_counter()
+    for i in range(n_dates):
+        seen = np.empty((m, g, n_vars), np.float32) if on_members is not None else None
+        for j0 in range(0, n_vars, block):
+            j1 = min(n_vars, j0 + block)
+            values = np.asarray(ds[i, j0:j1, :read_members], dtype=np.float64)  # [v, E, G]
+            part = values[:, :m]
+            out["s_m"][i, :, j0:j1] = part.std(axis=1, ddof=1).T
+            out["mean_m"][i, :, j0:j1] = part.mean(axis=1).T
+            if target is None:
+                out["s_n"][i, :, j0:j1] = values.std(axis=1, ddof=1).T
+            if seen is not None:
+                seen[..., j0:j1] = np.moveaxis(part, 0, -1)
+        if target is not None:
+            stored = np.asarray(target[i], dtype=np.float64)  # [V_std, 1, G]
+            out["s_n"][i] = stored[std_index, 0].T
+        if on_members is not None:
+            on_members(seen, names)
+        LOGGER.info("store statistics of date %d/%d", i + 1, n_dates)
+    LOGGER.info("%d dates of %s in %.1f s", n_dates, members, time.perf_counter() - started)
+    if np.any(out["s_n"] <= 0):
+        LOGGER.warning("s_N <= 0 at %d points (constant fields?)", int(np.sum(out["s_n"] <= 0)))
+    area_weights, grid = _store_area_weights(ds, latitudes, longitudes)
+    params, levels = zip(*(_split_name(v) for v in names), strict=True)
+    dates = tuple(np.asarray(d).astype("datetime64[s]").item() for d in ds.dates)
+    return EDAStatistics(
+        variables=names,
+        params=tuple(params),
+        levels=tuple(levels),
+        groups=_field_groups(params, levels, max(levels) if levels else None),
+        latitudes=latitudes,
+        longitudes=longitudes,
+        area_weights=area_weights,
+        n=n_ens,
+        m=m,
+        dates=dates,
+        grid=grid or getattr(ds, "resolution", None),
+        **out,
+    )

@@ -99,7 +99,7 @@ class VarianceEvaluation:
             },
             "nmse": {**{slot: None for slot in MODEL_SLOTS}, **mean},
         }
-        summary["gap_closed"] = {}
+        summary["gap_closed"] = {n: None for n in mean}  # without a floor (stores: no truth) nothing to close
         if "raw" in mean and "floor" in mean:
             summary["gap_closed"] = {n: gap_closed(mean["raw"], v, mean["floor"]) for n, v in mean.items()}
         summary["improvement_over_filter"] = {}
