@@ -58,19 +58,26 @@ class GridMessagePassing(nn.Module):
 
     For each head ``k``: a normalised kernel ``w_k(e_ij) = softmax_j(MLP(edge attributes))`` learned from the
     edges' length and direction (several heads: several length scales, anisotropy) sums the projected tokens of
-    the neighbours, ``agg = sum_k sum_{j in N(i)} w_k(e_ij) V_k h[j]``; then ``h <- h + LN(W_o GELU(W_s h + agg))``.
-    Kernels are shared by all channels. With ``use_neighbours=False`` the block keeps its parameters but every
-    kernel is the identity (``agg = sum_k V_k h[i]``): the no-message-passing ablation, whose output at a point
-    depends on that point only.
+    the neighbours, ``agg = sum_k sum_{j in N(i)} w_k(e_ij) V_k h[j]``; then ``h <- h + LN(W_o GELU(W_s h + agg))``
+    (hidden width ``hidden_ratio * latent``). Kernels are shared by all channels. With ``use_neighbours=False``
+    the block keeps its parameters but every kernel is the identity (``agg = sum_k V_k h[i]``): the
+    no-message-passing ablation, whose output at a point depends on that point only.
     """
 
     def __init__(
-        self, latent: int, edge_dim: int, *, heads: int = 4, hidden: int = 16, use_neighbours: bool = True
+        self,
+        latent: int,
+        edge_dim: int,
+        *,
+        heads: int = 4,
+        hidden: int = 16,
+        hidden_ratio: int = 1,
+        use_neighbours: bool = True,
     ) -> None:
         super().__init__()
         self.heads = heads
         self.use_neighbours = use_neighbours
-        width = 2 * latent
+        width = hidden_ratio * latent
         self.kernel = TokenMLP(edge_dim, hidden, heads, layer_norm=False)
         self.values = nn.Parameter(torch.randn(heads, latent, width) / (latent * heads) ** 0.5)
         self.self_map = nn.Linear(latent, width, bias=False)
@@ -98,11 +105,13 @@ class ColumnMixing(nn.Module):
     neighbours), equivariant to permutations within each group, as cheap as one token MLP however many levels.
     """
 
-    def __init__(self, latent: int, channel_level: torch.Tensor, channel_variable: torch.Tensor) -> None:
+    def __init__(
+        self, latent: int, channel_level: torch.Tensor, channel_variable: torch.Tensor, *, hidden_ratio: int = 1
+    ) -> None:
         super().__init__()
         self.register_buffer("channel_level", torch.as_tensor(channel_level, dtype=torch.long), persistent=False)
         self.register_buffer("channel_variable", torch.as_tensor(channel_variable, dtype=torch.long), persistent=False)
-        self.width = 2 * latent
+        self.width = hidden_ratio * latent
         self.project = nn.Linear(latent, 4 * self.width, bias=False)
         self.update = _ResidualUpdate(latent, self.width)
 

@@ -51,6 +51,8 @@ class VarianceEmulatorSettings:
         Smoothing kernels per round (``latent`` is split among them).
     kernel_hidden : int
         Hidden size of the MLP from edge attributes to kernel logits.
+    hidden_ratio : int
+        Hidden width of the token updates, in units of ``latent`` (compute grows with it; 1 on CPUs).
     use_neighbours : bool
         False: the no-message-passing ablation (same parameters, each point sees only itself).
     gradient_checkpointing : bool
@@ -61,11 +63,12 @@ class VarianceEmulatorSettings:
     rounds: int = 4
     heads: int = 4
     kernel_hidden: int = 16
+    hidden_ratio: int = 1
     use_neighbours: bool = True
     gradient_checkpointing: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("latent", "rounds", "heads", "kernel_hidden"):
+        for name in ("latent", "rounds", "heads", "kernel_hidden", "hidden_ratio"):
             if int(getattr(self, name)) < 1:
                 msg = f"emulator setting {name} must be >= 1, got {getattr(self, name)}"
                 raise ValueError(msg)
@@ -143,12 +146,14 @@ class VarianceEmulatorCore(nn.Module):
                 graph.edge_attr.shape[-1],
                 heads=settings.heads,
                 hidden=settings.kernel_hidden,
+                hidden_ratio=settings.hidden_ratio,
                 use_neighbours=settings.use_neighbours,
             )
             for _ in range(settings.rounds)
         )
         self.column_mixing = nn.ModuleList(
-            ColumnMixing(latent, channel_level, channel_variable) for _ in range(settings.rounds)
+            ColumnMixing(latent, channel_level, channel_variable, hidden_ratio=settings.hidden_ratio)
+            for _ in range(settings.rounds)
         )
         self.output = TokenMLP(latent, latent, 2, layer_norm=False)
         last = self.output.mlp[-1]

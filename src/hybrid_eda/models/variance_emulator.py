@@ -25,6 +25,7 @@ spread cannot have its mean subtracted). The model config block::
         rounds: 4
         heads: 4
         kernel_hidden: 16
+        hidden_ratio: 1
         gradient_checkpointing: False
       emulator_no_mp: False          # True: the ablation without message passing
 """

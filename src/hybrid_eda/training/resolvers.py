@@ -1,4 +1,5 @@
-"""OmegaConf resolvers of the shipped training configs, and the Hydra callback that registers them.
+"""OmegaConf resolvers of the shipped training configs, and the Hydra callback that registers them (and sets
+glibc malloc up for CPU training).
 
 ``${store_variables:PATH}`` lists the variables of an anemoi-datasets store, so a config can declare every
 variable of the target store ``diagnostic`` (anemoi needs the names) without writing out 6 x 137 of them::
@@ -54,13 +55,25 @@ def register_resolvers() -> None:
 
 
 class VarianceEmulatorCallback(Callback):
-    """Hydra callback: registers :func:`register_resolvers` before the job resolves its config."""
+    """Hydra callback: registers :func:`register_resolvers` before the job resolves its config and, with
+    ``keep_freed_memory: True`` (default), tunes glibc malloc for CPU training (:mod:`hybrid_eda.training.malloc`).
+    """
+
+    def __init__(self, keep_freed_memory: bool = True) -> None:
+        self.keep_freed_memory = keep_freed_memory
+
+    def _start(self) -> None:
+        register_resolvers()
+        if self.keep_freed_memory:
+            from hybrid_eda.training.malloc import keep_freed_memory
+
+            keep_freed_memory()
 
     def on_run_start(self, config: Any, **kwargs: Any) -> None:
-        register_resolvers()
+        self._start()
 
     def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
-        register_resolvers()
+        self._start()
 
     def on_job_start(self, config: Any, **kwargs: Any) -> None:
-        register_resolvers()
+        self._start()
