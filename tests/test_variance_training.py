@@ -139,6 +139,26 @@ def test_synthetic_config_trains_and_its_checkpoint_emulates_any_m(stores):
         assert out.shape == (1, 1, 2, members.shape[-1], members.shape[1])
         assert torch.isfinite(out).all() and (out[:, :, 1] > 0).all()
 
+    # The same checkpoint as the evaluation loads it: physical members [date, M, grid, field] -> distribution.
+    from hybrid_eda.models import load_variance_predictor
+
+    predictor = load_variance_predictor(checkpoint)
+    assert predictor.variables == tuple(members.variables) and predictor.family == "lognormal"
+    dist = predictor(sample[0, :, :5].numpy())
+    torch.testing.assert_close(dist.to_tensor(), out[:, 0], rtol=1e-5, atol=1e-4)  # M = 5, same numbers
+    with pytest.raises(ValueError, match="training checkpoint"):
+        load_variance_predictor(checkpoint.parent / "last.ckpt")
+
+
+def test_checkpoint_of_another_model_is_explained(tmp_path):
+    import torch
+
+    from hybrid_eda.models import load_variance_predictor
+
+    torch.save(torch.nn.Linear(2, 2), tmp_path / "other.ckpt")
+    with pytest.raises(ValueError, match="not the variance emulator"):
+        load_variance_predictor(tmp_path / "other.ckpt")
+
 
 @pytest.mark.slow
 def test_no_message_passing_ablation_trains(stores):

@@ -130,6 +130,7 @@ class VarianceEmulator(nn.Module):
                 f"dataset '{self.input_dataset}' (inputs: {input_names}); set model.model.target_suffix"
             )
             raise ValueError(msg)
+        self.input_names = matched  # the member fields the core reads, in channel order
         self.register_buffer("input_channels", torch.tensor([input_names.index(n) for n in matched]), persistent=True)
 
         data_config = model_config.data.datasets
