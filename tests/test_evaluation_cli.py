@@ -62,18 +62,27 @@ def test_baselines_only_writes_the_summary_and_the_figures(folders, tmp_path, ca
 
 
 class _Predictor:
-    """A stand-in emulator: log-normal around the rescaled ``s_M`` (the contract of evaluation.emulator)."""
+    """A stand-in emulator: log-normal around the rescaled ``s_M`` (the contract of evaluation.emulator), as its
+    tensor form or as a ``hybrid_eda.distributions.LogNormal``; it reads the fields in reverse order."""
 
     family = "lognormal"
+    variables = ("q_2", "q_1", "t_2", "t_1")
 
-    def __init__(self, scale: float) -> None:
-        self.scale, self.calls = scale, 0
+    def __init__(self, scale: float, distribution: bool) -> None:
+        self.scale, self.distribution, self.calls = scale, distribution, 0
 
-    def __call__(self, members: np.ndarray) -> np.ndarray:
+    def __call__(self, members: np.ndarray):
         assert members.ndim == 4 and members.shape[1] == 4  # [date, M, grid, field]
         self.calls += 1
         mu = np.log(self.scale * members.std(axis=1, ddof=1))  # [date, grid, field]
-        return np.stack([mu, np.full_like(mu, 0.3)], axis=1)  # [date, 2, grid, field]
+        tensor = np.stack([mu, np.full_like(mu, 0.3)], axis=1)  # [date, 2, grid, field]
+        if not self.distribution:
+            return tensor
+        import torch
+
+        from hybrid_eda.distributions import LogNormal
+
+        return LogNormal.from_tensor(torch.as_tensor(tensor))  # parameters [date, 1, grid, field]
 
 
 def test_a_checkpoint_goes_through_the_model_packages_loader(folders, tmp_path, capsys, monkeypatch):
@@ -81,7 +90,8 @@ def test_a_checkpoint_goes_through_the_model_packages_loader(folders, tmp_path, 
     loaded = {}
 
     def loader(path):
-        loaded[path.name] = _Predictor(0.95 if path.name == "full.ckpt" else 1.0)
+        full = path.name == "full.ckpt"
+        loaded[path.name] = _Predictor(0.95 if full else 1.0, distribution=full)
         return loaded[path.name]
 
     monkeypatch.setitem(sys.modules, "hybrid_eda.models", types.SimpleNamespace(load_variance_predictor=loader))
@@ -94,7 +104,9 @@ def test_a_checkpoint_goes_through_the_model_packages_loader(folders, tmp_path, 
     assert loaded["full.ckpt"].calls == 2 and loaded["nomp.ckpt"].calls == 2  # one call per test date
     nmse = summary["nmse"]
     assert nmse["emulator"] is not None and nmse["emulator_no_mp"] is not None
-    assert nmse["emulator"] < nmse["raw"]  # 0.95 s_M beats s_M
+    assert nmse["emulator"] < nmse["raw"]  # 0.95 exp(0.3^2 / 2) s_M ~ 0.99 s_M beats s_M
+    assert nmse["emulator_no_mp"] > nmse["raw"]  # 1.05 s_M does not
+    assert summary["per_field"]["nmse"]["emulator"]["t_1"] < summary["per_field"]["nmse"]["raw"]["t_1"]
     assert summary["coverage_90"]["emulator"]["overall"] is not None
     assert summary["maps"]["prediction"] == "emulator"
     assert not summary["source"]["baselines_only"]
@@ -116,10 +128,18 @@ def test_clear_errors(folders, tmp_path, capsys):
     err = _error(capsys, "--train", tmp_path / "empty", "--test", test, *out)
     assert "neither a synthetic EDA (no manifest.json)" in err
     assert "does not exist" in _error(capsys, "--train", tmp_path / "missing", "--test", test, *out)
-    (tmp_path / "model.ckpt").write_bytes(b"")
-    err = _error(capsys, tmp_path / "model.ckpt", "--train", train, "--test", test, *out)
-    assert "checkpoint loader lands with the model" in err
     assert not (tmp_path / "out" / "summary.json").exists()  # refused before any work
+
+
+def test_without_a_loader_in_the_model_package_the_checkpoint_is_refused(folders, tmp_path, capsys, monkeypatch):
+    train, test = folders
+    monkeypatch.setitem(sys.modules, "hybrid_eda.models", types.SimpleNamespace())
+    (tmp_path / "model.ckpt").write_bytes(b"")
+    err = _error(capsys, tmp_path / "model.ckpt", "--train", train, "--test", test, "--out", tmp_path / "out")
+    assert "checkpoint loader lands with the model" in err
+    err = _error(capsys, tmp_path / "none.ckpt", "--train", train, "--test", test, "--out", tmp_path / "out")
+    assert "none.ckpt does not exist" in err
+    assert not (tmp_path / "out").exists()  # refused before any work
 
 
 def test_fields_must_match(folders, tmp_path, capsys):

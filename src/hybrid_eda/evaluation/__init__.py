@@ -7,7 +7,12 @@
 * :mod:`~hybrid_eda.evaluation.smoothing`: Gaussian smoothing on the sphere (sparse kernel or spherical
   harmonics);
 * :mod:`~hybrid_eda.evaluation.baselines`: raw ``s_M``, constant rescaling, the tuned isotropic filter,
-  gradient boosting on multi-scale features, and the truth-aware bounds;
+  gradient boosting on multi-scale and flow features, and the truth-aware bounds;
+* :mod:`~hybrid_eda.evaluation.features`: gradient magnitudes of the seen members' mean (the regression's flow
+  features);
+* :mod:`~hybrid_eda.evaluation.emulator`: the checkpoint hook (``load_emulator_predictor``) and the conversion of
+  the emulator's predictive distribution;
+* :mod:`~hybrid_eda.evaluation.cli`: ``hybrid-eda evaluate variance [CHECKPOINT] --train PATH --test PATH``;
 * :mod:`~hybrid_eda.evaluation.probabilistic`, :mod:`~hybrid_eda.evaluation.scores`: normalised MSE, gap
   closed, coverage, PIT, CRPS, NLL;
 * :mod:`~hybrid_eda.evaluation.suite`: fit everything on training dates, score on held-out ones, one JSON
@@ -29,7 +34,7 @@ from hybrid_eda.evaluation.baselines import (
     SigmaOracle,
     TruthFloor,
 )
-from hybrid_eda.evaluation.data import EDAStatistics, from_members, from_synthetic, from_synthetic_folder
+from hybrid_eda.evaluation.data import EDAStatistics, from_members, from_stores, from_synthetic, from_synthetic_folder
 from hybrid_eda.evaluation.floor import conditional_std_mean, conditional_variance_mean, floor_mse, oracle_std_mean
 from hybrid_eda.evaluation.probabilistic import ParametricPrediction
 from hybrid_eda.evaluation.scores import gap_closed, improvement_over_filter, nmse, probabilistic_scores
@@ -57,6 +62,7 @@ __all__ = [
     "evaluate_baselines",
     "floor_mse",
     "from_members",
+    "from_stores",
     "from_synthetic",
     "from_synthetic_folder",
     "gap_closed",

@@ -166,6 +166,15 @@ class IsotropicFilter(_Smoothed):
         return Prediction(out * self.scale_)
 
 
+def _area_rows(rng: np.random.Generator, weight: np.ndarray, max_rows: int) -> np.ndarray:
+    """``min(max_rows, n)`` rows drawn with replacement with probability ``weight / sum(weight)``.
+
+    The area weighting by resampling instead of ``sample_weight``: scikit-learn bins weighted samples with one
+    weighted percentile per bin edge, which took 70% of the fitting time (O32, 3 levels, 20 dates).
+    """
+    return rng.choice(weight.size, size=min(int(max_rows), weight.size), replace=True, p=weight / weight.sum())
+
+
 @dataclass
 class _VariableModel:
     fields: np.ndarray  # [F_p] field indices of this variable
@@ -201,7 +210,7 @@ class BoostedRegression(_Smoothed):
         Use the flow features (default True; ignored, with a log line, when the statistics carry no mean).
     flow_lengths_km : tuple of float
     max_rows : int
-        Training rows per variable, subsampled uniformly (area-weighted samples).
+        Training rows per variable, drawn with replacement with probability proportional to the area weights.
     holdout : float
         Fraction of the training dates (the last ones) for the residual model.
     max_iter, learning_rate, max_leaf_nodes : HistGradientBoostingRegressor settings.
@@ -357,17 +366,17 @@ class BoostedRegression(_Smoothed):
             x = x[:, model.columns]
             y = (log_target[:n_fit][..., fields] - self.offset_[fields]).reshape(-1)
             weight = np.broadcast_to(w[None, :, None], log_target[:n_fit][..., fields].shape).reshape(-1)
-            rows = rng.choice(y.size, size=min(self.max_rows, y.size), replace=False)
+            rows = _area_rows(rng, weight, self.max_rows)
             model.mean = HistGradientBoostingRegressor(random_state=self.seed, **self.hgb)
-            model.mean.fit(x[rows], y[rows], sample_weight=weight[rows])
+            model.mean.fit(x[rows], y[rows])
             # out-of-sample residuals on the held-out training dates -> log-normal variance and point scale
             x_hold = self._design(hold_part, logs_hold, fields, flow_hold)[:, model.columns]
             mu = model.mean.predict(x_hold)
             y_hold = (log_target[n_fit:][..., fields] - self.offset_[fields]).reshape(-1)
             weight_hold = np.broadcast_to(w[None, :, None], log_target[n_fit:][..., fields].shape).reshape(-1)
-            rows = rng.choice(y_hold.size, size=min(self.max_rows, y_hold.size), replace=False)
+            rows = _area_rows(rng, weight_hold, self.max_rows)
             model.variance = HistGradientBoostingRegressor(random_state=self.seed, **self.hgb)
-            model.variance.fit(x_hold[rows], (y_hold - mu)[rows] ** 2, sample_weight=weight_hold[rows])
+            model.variance.fit(x_hold[rows], (y_hold - mu)[rows] ** 2)
             var = np.maximum(model.variance.predict(x_hold), 1e-6)
             shape = log_target[n_fit:][..., fields].shape
             point = np.exp((mu + 0.5 * var).reshape(shape) + self.offset_[fields])  # [D_hold, G, F_p]

@@ -181,6 +181,14 @@ def evaluate_baselines(
         evaluation.add(estimator.name, prediction, time.perf_counter() - started)
         smoother = getattr(estimator, "smoother", None) or smoother
         LOGGER.info("%s: %.1f s", estimator.name, time.perf_counter() - started)
+        if isinstance(estimator, BoostedRegression):
+            evaluation.extra.setdefault("regression_settings", {})[estimator.name] = {
+                "flow_features": bool(estimator.flow_),
+                "lengths_km": list(estimator.lengths_km),
+                "flow_lengths_km": list(estimator.flow_lengths_km),
+                **estimator.hgb,
+                "max_rows": estimator.max_rows,
+            }
         if isinstance(estimator, IsotropicFilter):
             lengths = map(float, estimator.length_km_)
             evaluation.extra["filter_length_km"] = dict(zip(test.variables, lengths, strict=True))
