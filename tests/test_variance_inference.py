@@ -175,7 +175,7 @@ def test_member_store_gives_the_same_std_as_the_grib(trained, tmp_path):
     from_grib = _runner(trained, tmp_path, input=_grib_input(trained, number=NUMBERS), options={"quantiles": [0.9]})
     from_grib = from_grib.emulate(from_grib.read_members()[0])
     for q in (None, 0.9):
-        np.testing.assert_allclose(from_store[q], from_grib[q], rtol=1e-6)
+        np.testing.assert_allclose(from_store[q], from_grib[q], rtol=1e-5)  # float32 sums in another order
     assert sorted(p.name for p in tmp_path.glob("store_*.grib")) == ["store_mean.grib", "store_q90.grib"]
     assert set(ekd.from_source("file", str(tmp_path / "store_q90.grib")).metadata("quantileValue")) == {90}
 

@@ -79,6 +79,10 @@ def _missing_error(where: str, missing: list[FieldId], held: Iterable[str], extr
     )
 
 
+def _names(held: set[tuple[int, str, int]]) -> list[str]:
+    return [f"paramId {param_id} {levtype} {level}" for param_id, levtype, level in sorted(held)]
+
+
 def grib_members(
     paths: Sequence[str | Path],
     fields: Sequence[FieldId],
@@ -103,12 +107,13 @@ def grib_members(
     wanted_numbers = None if numbers is None else {int(n) for n in numbers}
     wanted_dates = None if dates is None else set(dates)
     select = {key: str(value) for key, value in (select or {}).items()}
-    found: dict[datetime, dict[int, np.ndarray]] = {}  # date -> number -> [G, F]
+    found: dict[datetime, dict[int, np.ndarray]] = {}  # date -> number -> [F, G]
     seen: dict[datetime, dict[int, np.ndarray]] = {}  # date -> number -> [F] bool
     held, other_dates = set(), set()
     for path in paths:
         if not Path(path).is_file():
             raise ValueError(f"no GRIB file {path}; give the member files (e.g. synthetic-eda/grib/bg_*.grib)")
+        checked = False  # the first member field of each file is checked against the grid in full
         with open(path, "rb") as stream:
             while (handle := eccodes.codes_grib_new_from_file(stream)) is not None:
                 try:
@@ -116,7 +121,7 @@ def grib_members(
                         continue
                     key = (eccodes.codes_get_long(handle, "paramId"), eccodes.codes_get_string(handle, "levtype"),
                            eccodes.codes_get_long(handle, "level"))  # fmt: skip
-                    held.add(f"{eccodes.codes_get_string(handle, 'shortName')} {key[1]} {key[2]}")
+                    held.add(key)
                     if key not in index:
                         continue
                     valid = datetime.strptime(
@@ -137,19 +142,20 @@ def grib_members(
                     if wanted_numbers is not None and number not in wanted_numbers:
                         continue
                     size = eccodes.codes_get_size(handle, "values")
-                    if size != grid.npoints or eccodes.codes_get_long(handle, "N") != grid.n:
+                    if size != grid.npoints or (not checked and eccodes.codes_get_long(handle, "N") != grid.n):
                         kind = eccodes.codes_get_string(handle, "gridType")
                         raise _grid_error(path, f"a {kind} grid of {size} points", grid)
                     values = found.setdefault(valid, {}).setdefault(
-                        number, np.empty((grid.npoints, len(fields)), dtype=np.float32)
-                    )
+                        number, np.empty((len(fields), grid.npoints), dtype=np.float32)
+                    )  # [F, G]: one contiguous row per message
                     done = seen.setdefault(valid, {}).setdefault(number, np.zeros(len(fields), dtype=bool))
                     if done[index[key]]:
                         raise ValueError(
                             f"{where} holds {fields[index[key]]} of member {number} at {valid:%Y-%m-%d %H:%M} twice; "
                             "narrow the messages with select: (e.g. {type: fc} for backgrounds, {type: an})"
                         )
-                    values[:, index[key]] = eccodes.codes_get_values(handle)
+                    values[index[key]] = eccodes.codes_get_values(handle)
+                    checked = True
                     done[index[key]] = True
                 finally:
                     eccodes.codes_release(handle)
@@ -158,7 +164,7 @@ def grib_members(
             listed = ", ".join(f"{d:%Y-%m-%dT%H}" for d in sorted(other_dates)[:6])
             raise ValueError(f"{where} holds no member fields valid at the requested date(s); it holds {listed}")
         missing = list(fields)
-        raise _missing_error(where, missing, held, extra=" (no member field of the checkpoint at all)")
+        raise _missing_error(where, missing, _names(held), extra=" (no member field of the checkpoint at all)")
     if wanted_dates is not None and (absent := sorted(wanted_dates - set(found))):
         raise ValueError(f"{where} holds no member fields valid at {', '.join(f'{d:%Y-%m-%dT%H}' for d in absent)}")
     result = []
@@ -170,9 +176,9 @@ def grib_members(
             done = seen[valid][number]
             if not done.all():
                 missing = [f for f, ok in zip(fields, done, strict=True) if not ok]
-                raise _missing_error(f"{where} (member {number}, {valid:%Y-%m-%dT%H})", missing, held)
+                raise _missing_error(f"{where} (member {number}, {valid:%Y-%m-%dT%H})", missing, _names(held))
         check_member_count(len(members), members, f"{where} at {valid:%Y-%m-%dT%H}")
-        values = np.stack([found[valid].pop(n) for n in members])  # [M, G, F]
+        values = np.stack([found[valid].pop(n) for n in members]).transpose(0, 2, 1)  # [M, G, F] view of [M, F, G]
         result.append(MemberFields(date=valid, numbers=tuple(members), values=values))
     return result
 
