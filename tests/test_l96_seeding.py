@@ -67,7 +67,6 @@ def test_experiment_k_of_a_batch_is_the_single_run_with_seed_plus_k(name):
         np.testing.assert_array_equal(batch2.series["analysis_rmse"][:, k], batch4.series["analysis_rmse"][:, k + 2])
 
 
-
 def _tied_cycles(batch: int, cycles: int = 6, members: int = 5, n: int = 8) -> list[tuple[np.ndarray, ...]]:
     """``cycles`` x (background, analysis ``[B, N, n]``, truth ``[B, n]``) where members often equal the truth.
 
