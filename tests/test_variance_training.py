@@ -1,5 +1,5 @@
 """The shipped variance-emulator configs train through ``anemoi-training train --config-name=...`` on tiny
-synthetic stores made by ``python -m hybrid_eda.training.stores`` (built once per module), write an inference
+synthetic stores made by ``hybrid-eda variance-data`` (built once per module), write an inference
 checkpoint, and that checkpoint maps any M members to a positive predictive distribution of the N-member std."""
 
 from __future__ import annotations
@@ -57,7 +57,8 @@ def stores(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("variance_training")
     workdir = tmp_path / "run"
     env = _environment(tmp_path)
-    command = [sys.executable, "-m", "hybrid_eda.training.stores", "--out", str(workdir), "--levels", str(LEVELS)]
+    hybrid_eda = str(Path(sys.executable).with_name("hybrid-eda"))  # the console script users run
+    command = [hybrid_eda, "variance-data", "--out", str(workdir), "--levels", str(LEVELS)]
     command += ["--members", str(MEMBERS), "--start", DATES[0], "--end", DATES[1]]
     _run(command, tmp_path, env)
     return {"workdir": workdir, "env": env}

@@ -36,6 +36,7 @@ _COMMAND_MODULES = (
     "hybrid_eda.recipes_cli",
     "hybrid_eda.inference.cli",
     "hybrid_eda.evaluation.cli",
+    "hybrid_eda.training.stores",
 )
 
 

@@ -6,8 +6,8 @@
 ``malloc``
     :func:`keep_freed_memory`: glibc malloc settings that halve the kernel time of CPU training steps.
 ``stores``
-    ``python -m hybrid_eda.training.stores``: the synthetic EDA and the member and std stores that
-    ``configs/variance_emulator_synthetic.yaml`` trains on, in one command.
+    ``hybrid-eda variance-data`` (or ``python -m hybrid_eda.training.stores``): the synthetic EDA and the member
+    and std stores that ``configs/variance_emulator_synthetic.yaml`` trains on, in one command.
 
 The variance emulator itself needs no custom task or method: anemoi's ``Autoencoder`` task (same date in and
 out), ``SingleTraining`` and two datasets (members: all variables prognostic and without a loss; spread: all

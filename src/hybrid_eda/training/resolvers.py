@@ -40,7 +40,7 @@ def store_variables(path: str) -> list[str]:
     if not Path(path).exists():
         msg = (
             f"no anemoi-datasets store at {path}; make the synthetic stores with "
-            "`python -m hybrid_eda.training.stores` in the training folder, or point dataloader.stores at yours"
+            "`hybrid-eda variance-data` in the training folder, or point dataloader.stores at yours"
         )
         raise ValueError(msg)
     from anemoi.datasets import open_dataset

@@ -1,6 +1,6 @@
 """The embedded data of the variance emulator in one command: a synthetic EDA, its member store and std store.
 
-    python -m hybrid_eda.training.stores [--out .] [--grid O32] [--levels 5] [--members 50] \\
+    hybrid-eda variance-data [--out .] [--grid O32] [--levels 5] [--members 50] \\
         [--start 2023-01-01T00] [--end 2023-01-31T18] [--seed 0]
 
 writes, under ``--out``::
@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -104,10 +105,7 @@ def make_variance_stores(out_dir: str | Path, config: Any, *, overwrite: bool = 
     return VarianceStores(out / SYNTHETIC_DIR, out / MEMBERS_STORE, out / SPREAD_STORE)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    from hybrid_eda.synthetic import SyntheticEDAConfig
-
-    parser = argparse.ArgumentParser(prog="python -m hybrid_eda.training.stores", description=__doc__.split("\n")[0])
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=".", help="folder of the stores (default: the current one)")
     parser.add_argument("--grid", default="O32")
     parser.add_argument("--levels", type=int, default=5)
@@ -116,9 +114,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--end", default="2023-01-31T18")
     parser.add_argument("--frequency", type=int, default=6, help="hours between dates")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--overwrite", action="store_true")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    parser.add_argument("--overwrite", action="store_true", help="replace stores that already exist")
+
+
+def _run(args: argparse.Namespace) -> int:
+    from hybrid_eda.synthetic import SyntheticEDAConfig
+
     config = SyntheticEDAConfig(
         grid=args.grid,
         levels=args.levels,
@@ -131,6 +132,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     stores = make_variance_stores(args.out, config, overwrite=args.overwrite)
     print(f"members: {stores.members}\nspread:  {stores.spread}\nsynthetic EDA: {stores.synthetic}")
     return 0
+
+
+def add_parser(subparsers: Any) -> None:
+    """``hybrid-eda variance-data``: the same as ``python -m hybrid_eda.training.stores``."""
+    parser = subparsers.add_parser(
+        "variance-data",
+        help="make the variance emulator's embedded training data (synthetic EDA, member and std stores)",
+        description=__doc__.split("\n")[0],
+    )
+    _add_arguments(parser)
+    parser.set_defaults(func=_run)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m hybrid_eda.training.stores``: the ``hybrid-eda variance-data`` command."""
+    from hybrid_eda.cli import main as cli_main
+
+    return cli_main(["variance-data", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":
