@@ -6,15 +6,15 @@ runs it from another folder with the config written by ``hybrid-eda inference-co
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
+
+from isolated_run import isolated_environment, run_logged
 
 BIN = Path(sys.executable).parent
 
@@ -28,38 +28,6 @@ SPLITS = {
     "test": ("2000-07-04", "2000-07-13"),  # 40 dates
 }
 STEPS = 60  # 6 epochs of 10 batches of 8 samples: ~3 s of training on one core (plus ~12 s of start-up)
-
-
-def _environment(tmp_path: Path) -> dict[str, str]:
-    """One thread per library, and every cache, config and tracking directory inside ``tmp_path``."""
-    env = dict(os.environ)
-    home = tmp_path / "home"
-    home.mkdir()
-    env.update(
-        {
-            "OMP_NUM_THREADS": "1",
-            "MKL_NUM_THREADS": "1",
-            "OPENBLAS_NUM_THREADS": "1",
-            "NUMBA_NUM_THREADS": "1",
-            "HOME": str(home),
-            "XDG_CACHE_HOME": str(home / ".cache"),
-            "XDG_CONFIG_HOME": str(home / ".config"),
-            "MPLCONFIGDIR": str(home / "mpl"),
-            "TORCHINDUCTOR_CACHE_DIR": str(home / "inductor"),
-            "MLFLOW_TRACKING_URI": (tmp_path / "mlruns").as_uri(),
-            "ANEMOI_SETTINGS_FILE": str(home / "anemoi-settings.toml"),  # absent: anemoi's defaults
-            "ANEMOI_SETTINGS_UTILS__CACHE_DIRECTORY": str(home / "anemoi-cache"),
-            "HYDRA_FULL_ERROR": "1",
-        }
-    )
-    return env
-
-
-def _run(args: list[str], cwd: Path, env: dict[str, str]) -> str:
-    out = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, check=False, timeout=300)
-    log = out.stdout + out.stderr
-    assert out.returncode == 0, f"{' '.join(args)} failed:\n{log[-4000:]}"
-    return log
 
 
 def _forecast_rmse(checkpoint: Path, store: Path, start: str, end: str) -> tuple[float, float]:
@@ -86,16 +54,16 @@ def trained(tmp_path_factory):
     `anemoi-datasets create`, `anemoi-training train --config-name=l96_forecaster` with the config's own dataset
     and output paths (Hydra finds our config through the plugin)."""
     tmp_path = tmp_path_factory.mktemp("l96_forecaster")
-    env = _environment(tmp_path)
+    env = isolated_environment(tmp_path)
     workdir = tmp_path / "run"
-    _run([str(BIN / "hybrid-eda"), "recipes", "copy", "l96-truth", "--to", str(workdir)], tmp_path, env)
+    run_logged([str(BIN / "hybrid-eda"), "recipes", "copy", "l96-truth", "--to", str(workdir)], tmp_path, env)
     recipe = yaml.safe_load((workdir / "l96-truth.yaml").read_text())
     assert recipe["input"]["lorenz96"]["variables"] == ["truth"] and recipe["input"]["lorenz96"]["members"] == [1]
     recipe["dates"].update(DATES)
     recipe["statistics"]["end"] = SPLITS["training"][1] + "T18:00:00"
     recipe["input"]["lorenz96"]["run"]["cycles"] = CYCLES
     (workdir / "l96-truth.yaml").write_text(yaml.safe_dump(recipe))
-    _run([str(BIN / "anemoi-datasets"), "create", "l96-truth.yaml", "l96-truth.zarr"], workdir, env)
+    run_logged([str(BIN / "anemoi-datasets"), "create", "l96-truth.yaml", "l96-truth.zarr"], workdir, env)
 
     overrides = [
         f"training.max_steps={STEPS}",
@@ -105,7 +73,7 @@ def trained(tmp_path_factory):
     ]
     for split, (start, end) in SPLITS.items():
         overrides += [f"dataloader.{split}.datasets.data.start={start}", f"dataloader.{split}.datasets.data.end={end}"]
-    log = _run([str(BIN / "anemoi-training"), "train", "--config-name=l96_forecaster", *overrides], workdir, env)
+    log = run_logged([str(BIN / "anemoi-training"), "train", "--config-name=l96_forecaster", *overrides], workdir, env)
     return {"root": tmp_path, "workdir": workdir, "env": env, "log": log, "store": workdir / "l96-truth.zarr"}
 
 
@@ -142,11 +110,11 @@ def test_anemoi_inference_runs_the_checkpoint_from_another_folder(trained):
     elsewhere.mkdir()
     env = trained["env"]
     run_dir = trained["workdir"] / "output" / "l96_forecaster"
-    _run([str(BIN / "hybrid-eda"), "inference-config", str(run_dir), "--out", "infer.yaml"], elsewhere, env)
+    run_logged([str(BIN / "hybrid-eda"), "inference-config", str(run_dir), "--out", "infer.yaml"], elsewhere, env)
     config = yaml.safe_load((elsewhere / "infer.yaml").read_text())
     assert config["input"] == {"test": {"use_original_paths": True}}  # the shipped input, unchanged
     assert config["date"] == SPLITS["test"][0] + "T06:00:00"  # the first test date with both input steps (-6 h, 0)
-    _run([str(BIN / "anemoi-inference"), "run", "infer.yaml"], elsewhere, env)
+    run_logged([str(BIN / "anemoi-inference"), "run", "infer.yaml"], elsewhere, env)
 
     with netCDF4.Dataset(elsewhere / config["output"]["netcdf"]) as nc:
         forecast = np.asarray(nc["truth"][:])  # [time, grid]: the initial state, then one per 6 h step

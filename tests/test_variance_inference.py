@@ -5,9 +5,7 @@ the synthetic sigma_b (mean) and GRIB2's quantile template (quantiles); and the 
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -20,6 +18,7 @@ from hybrid_eda.inference.variance_checkpoint import grid_from_points
 from hybrid_eda.resources import inference_configs_dir
 from hybrid_eda.synthetic.gribio import BACKGROUND, GribEncoder, packing_tolerance
 from hybrid_eda.synthetic.grids import make_grid
+from isolated_run import isolated_environment, run_command
 
 BIN = Path(sys.executable).parent
 CONFIG = inference_configs_dir() / "variance_emulator.yaml"
@@ -32,33 +31,22 @@ SPLITS = {
 }
 
 
-def _run(args: list[str], cwd: Path, env: dict[str, str], check: bool = True) -> subprocess.CompletedProcess:
-    out = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, check=False, timeout=300)
-    if check:
-        assert out.returncode == 0, f"{' '.join(args)} failed:\n{(out.stdout + out.stderr)[-4000:]}"
-    return out
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """The training folder of a one-step variance emulator on O32 x 2 levels x 6 variables, 6 members, 6 dates."""
     root = tmp_path_factory.mktemp("variance_inference")
-    home = root / "home"
-    home.mkdir()
-    env = dict(os.environ)
-    env.update({"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
-                "NUMBA_NUM_THREADS": "1", "HOME": str(home), "MPLCONFIGDIR": str(home / "mpl"),
-                "MLFLOW_TRACKING_URI": (root / "mlruns").as_uri(), "ANEMOI_SETTINGS_FILE": str(home / "s.toml"),
-                "HYDRA_FULL_ERROR": "1"})  # fmt: skip
+    env = isolated_environment(root)
     work = root / "run"
     command = [sys.executable, "-m", "hybrid_eda.training.stores", "--out", str(work), "--levels", str(LEVELS),
                "--members", str(MEMBERS), "--start", "2023-01-01T00", "--end", "2023-01-02T06"]  # fmt: skip
-    _run(command, root, env)
+    run_command(command, root, env)
     overrides = ["training.max_steps=1", "dataloader.limit_batches.validation=1", "dataloader.batch_size.training=1"]
     for split, (start, end) in SPLITS.items():
         overrides += [f"dataloader.{split}.datasets.members.start={start}",
                       f"dataloader.{split}.datasets.members.end={end}"]  # fmt: skip
-    _run([str(BIN / "anemoi-training"), "train", "--config-name=variance_emulator_synthetic", *overrides], work, env)
+    run_command(
+        [str(BIN / "anemoi-training"), "train", "--config-name=variance_emulator_synthetic", *overrides], work, env
+    )
     (checkpoint,) = (work / "output" / "variance_emulator_synthetic" / "checkpoint").glob("*/inference-last.ckpt")
     return {"work": work, "env": env, "checkpoint": checkpoint}
 
@@ -114,7 +102,7 @@ def test_shipped_config_round_trip_through_grib(trained):
 
     work = trained["work"]
     shutil.copy(CONFIG, work / "variance.yaml")
-    out = _run([str(BIN / "anemoi-inference"), "run", "variance.yaml", f"date={DATE.isoformat()}"], work,
+    out = run_command([str(BIN / "anemoi-inference"), "run", "variance.yaml", f"date={DATE.isoformat()}"], work,
                trained["env"])  # fmt: skip
     assert "44 GRIB messages (1 date(s) x 4 statistics x 11 fields, M=5)" in out.stdout + out.stderr
 

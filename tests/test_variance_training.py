@@ -4,14 +4,14 @@ checkpoint, and that checkpoint maps any M members to a positive predictive dist
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from isolated_run import isolated_environment, run_logged
 
 BIN = Path(sys.executable).parent
 LEVELS, MEMBERS = 2, 6
@@ -23,44 +23,16 @@ SPLITS = {
 }
 
 
-def _environment(tmp_path: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    home = tmp_path / "home"
-    home.mkdir(exist_ok=True)
-    env.update(
-        {
-            "OMP_NUM_THREADS": "1",
-            "MKL_NUM_THREADS": "1",
-            "OPENBLAS_NUM_THREADS": "1",
-            "NUMBA_NUM_THREADS": "1",
-            "HOME": str(home),
-            "XDG_CACHE_HOME": str(home / ".cache"),
-            "MPLCONFIGDIR": str(home / "mpl"),
-            "MLFLOW_TRACKING_URI": (tmp_path / "mlruns").as_uri(),
-            "ANEMOI_SETTINGS_FILE": str(home / "anemoi-settings.toml"),
-            "HYDRA_FULL_ERROR": "1",
-        }
-    )
-    return env
-
-
-def _run(args: list[str], cwd: Path, env: dict[str, str]) -> str:
-    out = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, check=False, timeout=300)
-    log = out.stdout + out.stderr
-    assert out.returncode == 0, f"{' '.join(args)} failed:\n{log[-4000:]}"
-    return log
-
-
 @pytest.fixture(scope="module")
 def stores(tmp_path_factory):
     """O32, 2 levels, 6 variables, 6 members, 6 dates: the synthetic EDA and both stores (~20 s)."""
     tmp_path = tmp_path_factory.mktemp("variance_training")
     workdir = tmp_path / "run"
-    env = _environment(tmp_path)
+    env = isolated_environment(tmp_path)
     hybrid_eda = str(Path(sys.executable).with_name("hybrid-eda"))  # the console script users run
     command = [hybrid_eda, "variance-data", "--out", str(workdir), "--levels", str(LEVELS)]
     command += ["--members", str(MEMBERS), "--start", DATES[0], "--end", DATES[1]]
-    _run(command, tmp_path, env)
+    run_logged(command, tmp_path, env)
     return {"workdir": workdir, "env": env}
 
 
@@ -72,7 +44,7 @@ def _train(stores, config: str, *extra: str) -> str:
             f"dataloader.{split}.datasets.members.end={end}",
         ]
     args = [str(BIN / "anemoi-training"), "train", f"--config-name={config}", *overrides, *extra]
-    return _run(args, stores["workdir"], stores["env"])
+    return run_logged(args, stores["workdir"], stores["env"])
 
 
 def test_stores_pair_up(stores):
