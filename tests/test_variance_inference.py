@@ -6,9 +6,7 @@ the synthetic sigma_b (mean) and GRIB2's quantile template (quantiles); and the 
 from __future__ import annotations
 
 import shutil
-import sys
 from datetime import datetime
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,16 +17,11 @@ from hybrid_eda.resources import inference_configs_dir
 from hybrid_eda.synthetic.gribio import BACKGROUND, GribEncoder, packing_tolerance
 from hybrid_eda.synthetic.grids import make_grid
 from isolated_run import isolated_environment, run_command
+from tiny_variance import BIN, stores_command, train_command
 
-BIN = Path(sys.executable).parent
 CONFIG = inference_configs_dir() / "variance_emulator.yaml"
 DATE = datetime(2023, 1, 2, 0)  # a date of the tiny EDA below
-LEVELS, MEMBERS, NUMBERS = 2, 6, [1, 2, 3, 4, 5]
-SPLITS = {
-    "training": ("null", "2023-01-01T06:00:00"),
-    "validation": ("2023-01-01T12:00:00", "2023-01-01T18:00:00"),
-    "test": ("2023-01-02T00:00:00", "null"),
-}
+NUMBERS = [1, 2, 3, 4, 5]
 
 
 @pytest.fixture(scope="module")
@@ -37,16 +30,8 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("variance_inference")
     env = isolated_environment(root)
     work = root / "run"
-    command = [sys.executable, "-m", "hybrid_eda.training.stores", "--out", str(work), "--levels", str(LEVELS),
-               "--members", str(MEMBERS), "--start", "2023-01-01T00", "--end", "2023-01-02T06"]  # fmt: skip
-    run_command(command, root, env)
-    overrides = ["training.max_steps=1", "dataloader.limit_batches.validation=1", "dataloader.batch_size.training=1"]
-    for split, (start, end) in SPLITS.items():
-        overrides += [f"dataloader.{split}.datasets.members.start={start}",
-                      f"dataloader.{split}.datasets.members.end={end}"]  # fmt: skip
-    run_command(
-        [str(BIN / "anemoi-training"), "train", "--config-name=variance_emulator_synthetic", *overrides], work, env
-    )
+    run_command(stores_command(work), root, env)
+    run_command(train_command("variance_emulator_synthetic", 1), work, env)
     (checkpoint,) = (work / "output" / "variance_emulator_synthetic" / "checkpoint").glob("*/inference-last.ckpt")
     return {"work": work, "env": env, "checkpoint": checkpoint}
 
