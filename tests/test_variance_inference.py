@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import shutil
 from datetime import datetime
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -134,6 +135,35 @@ def test_shipped_config_round_trip_through_grib(trained):
         assert md("productDefinitionTemplateNumber") == (0 if quantile is None else 86)
         assert md("type") == ("es" if quantile is None else "pd") and md("bitsPerValue") == 16
     assert torch.all(expected[0.05] < expected[0.95])
+
+
+@pytest.mark.slow
+def test_inference_config_runs_from_an_empty_folder(trained, tmp_path):
+    """`hybrid-eda inference-config RUN_FOLDER` picks the variance template, the checkpoint, a test date and the
+    members; `anemoi-inference run` then works from an empty folder; the member store gives the same run."""
+    import yaml
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    run_folder = trained["work"] / "output" / "variance_emulator_synthetic"
+    run_command([str(BIN / "hybrid-eda"), "inference-config", str(run_folder), "--out", "v.yaml"], empty, trained["env"])
+    config = yaml.safe_load((empty / "v.yaml").read_text())
+    assert config["checkpoint"] == str(trained["checkpoint"].resolve()) and "variance-emulator" in config["runner"]
+    assert config["date"] == "2023-01-02T00:00:00"  # the test split of tiny_variance.SPLITS
+    assert config["input"]["grib"]["number"] == NUMBERS and Path(config["input"]["grib"]["path"]).is_absolute()
+    out = run_command([str(BIN / "anemoi-inference"), "run", "v.yaml"], empty, trained["env"])
+    assert "44 GRIB messages (1 date(s) x 4 statistics x 11 fields, M=5)" in out.stdout + out.stderr
+    assert (empty / "variance-emulator-std.grib").stat().st_size > 0
+
+    store = trained["work"] / "eda-members.zarr"
+    args = ["inference-config", str(run_folder), "--dataset", str(store), "--out", "d.yaml"]
+    run_command([str(BIN / "hybrid-eda"), *args], empty, trained["env"])
+    assert yaml.safe_load((empty / "d.yaml").read_text())["input"] == {
+        "dataset": {"dataset": str(store.resolve()), "number": NUMBERS}
+    }
+    wrong = run_command([str(BIN / "hybrid-eda"), "inference-config", str(run_folder), "--template", "l96_forecaster"],
+                        empty, trained["env"], check=False)  # fmt: skip
+    assert wrong.returncode == 2 and "its template is --template variance_emulator" in wrong.stderr
 
 
 @pytest.mark.slow

@@ -2,6 +2,7 @@
 
 hybrid-eda inference-config output/l96_forecaster --out infer.yaml   # newest checkpoint of that run folder
 anemoi-inference run infer.yaml
+hybrid-eda inference-config output/variance_emulator_synthetic --out variance.yaml   # runner: variance-emulator
 """
 
 from __future__ import annotations
@@ -25,7 +26,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "`anemoi-inference run FILE`.",
     )
     parser.add_argument("checkpoint", type=Path, help="inference checkpoint, or a folder holding one")
-    parser.add_argument("--template", default=DEFAULT_TEMPLATE, help=f"shipped config (default {DEFAULT_TEMPLATE})")
+    parser.add_argument(
+        "--template",
+        default=None,
+        help=f"shipped config (default: the checkpoint model's own, e.g. variance_emulator, else {DEFAULT_TEMPLATE})",
+    )
     parser.add_argument(
         "--dataset", type=Path, default=None, help="store to read the initial states from (default: the training one)"
     )

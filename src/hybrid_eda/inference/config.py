@@ -23,11 +23,13 @@ import yaml
 
 from hybrid_eda.resources import find_shipped, inference_configs_dir
 
-__all__ = ["DEFAULT_TEMPLATE", "find_checkpoint", "inference_config", "write_config"]
+__all__ = ["DEFAULT_TEMPLATE", "TEMPLATES_BY_MODEL", "find_checkpoint", "inference_config", "write_config"]
 
 LOGGER = logging.getLogger(__name__)
 
 DEFAULT_TEMPLATE = "l96_forecaster"
+#: Shipped template of each model class (``model.model._target_`` of the training config) that has its own runner.
+TEMPLATES_BY_MODEL = {"hybrid_eda.models.VarianceEmulator": "variance_emulator"}
 _CHECKPOINT = "inference-last.ckpt"
 
 
@@ -89,10 +91,55 @@ def _first_date(checkpoint: Path, start: str | None) -> str:
     return (first - min(Checkpoint(str(checkpoint)).lagged)).isoformat()
 
 
+def _model_target(metadata: dict[str, Any]) -> str:
+    try:
+        return str(metadata["config"]["model"]["model"]["_target_"])
+    except (KeyError, TypeError):
+        return ""
+
+
+def _variance_config(
+    config: dict[str, Any], metadata: dict[str, Any], dataset: Path | None, date: str | None
+) -> dict[str, Any]:
+    """The ``variance_emulator`` template for a variance-emulator checkpoint: its test date and M members.
+
+    Input: ``--dataset`` (a member store) if given; else the GRIB backgrounds of the synthetic EDA that
+    ``hybrid-eda variance-data`` wrote beside the member store, if they are there; else the member store the
+    checkpoint was trained on.
+    """
+    try:
+        split = metadata["config"]["dataloader"]["test"]["datasets"]["members"]
+        source = split["dataset_config"]
+    except (KeyError, TypeError) as err:
+        raise ValueError(
+            "the checkpoint's training config has no test split of a 'members' dataset; pass --dataset and --date"
+        ) from err
+    selection = source.get("number") if isinstance(source, dict) else None
+    m = selection.get("random") if isinstance(selection, dict) else None
+    numbers = list(range(1, int(m) + 1)) if m else config["input"]["grib"].get("number")
+    if date is None:
+        if not split.get("start"):
+            raise ValueError("the checkpoint's test period has no start date; pass --date")
+        date = dt.datetime.fromisoformat(str(split["start"])).isoformat()
+    config["date"] = date
+    store = dataset if dataset is not None else Path(source["dataset"] if isinstance(source, dict) else source)
+    if not store.exists():
+        raise ValueError(
+            f"member store {store} does not exist here; pass --dataset PATH (a member store built by the same recipe)"
+        )
+    grib = store.resolve().parent / Path(config["input"]["grib"]["path"])
+    stamp = dt.datetime.fromisoformat(date).strftime("%Y%m%d%H")
+    if dataset is None and Path(str(grib).replace("{date:strftime(%Y%m%d%H)}", stamp)).exists():
+        config["input"] = {"grib": {**config["input"]["grib"], "path": str(grib), "number": numbers}}
+    else:
+        config["input"] = {"dataset": {"dataset": str(store.resolve()), "number": numbers}}
+    return config
+
+
 def inference_config(
     checkpoint: Path,
     *,
-    template: str = DEFAULT_TEMPLATE,
+    template: str | None = None,
     dataset: Path | None = None,
     date: str | None = None,
     lead_time: int | None = None,
@@ -103,8 +150,9 @@ def inference_config(
     ----------
     checkpoint : Path
         An ``inference-*.ckpt``, or a folder below which the newest ``inference-last.ckpt`` is taken.
-    template : str
-        Name of a config in ``hybrid_eda/inference/configs``.
+    template : str, optional
+        Name of a config in ``hybrid_eda/inference/configs`` (default: the one of the checkpoint's model,
+        :data:`TEMPLATES_BY_MODEL`, else :data:`DEFAULT_TEMPLATE`).
     dataset : Path, optional
         Store to read the initial states from (default: the one training recorded, if it exists).
     date : str, optional
@@ -119,11 +167,23 @@ def inference_config(
     """
     if lead_time is not None and lead_time <= 0:
         raise ValueError(f"--lead-time must be a positive number of hours, not {lead_time}")
+    if template is not None:
+        find_shipped(inference_configs_dir(), template, "inference config", "--template")
+    path = find_checkpoint(checkpoint)
+    metadata = _metadata(path)
+    own = TEMPLATES_BY_MODEL.get(_model_target(metadata))
+    if template is None:
+        template = own or DEFAULT_TEMPLATE
+    elif own is not None and template != own:
+        raise ValueError(f"{path} is a {_model_target(metadata)} checkpoint; its template is --template {own}")
+    elif own is None and template in TEMPLATES_BY_MODEL.values():
+        model = _model_target(metadata) or "an unknown model"
+        raise ValueError(f"--template {template} is for another model; {path} is a checkpoint of {model}")
     config = yaml.safe_load(
         find_shipped(inference_configs_dir(), template, "inference config", "--template").read_text()
     )
-    path = find_checkpoint(checkpoint)
-    metadata = _metadata(path)
+    if own is not None:
+        return _variance_config({**config, "checkpoint": str(path)}, metadata, dataset, date)
     recorded, start = _test_split(metadata) if dataset is None or date is None else ("", None)
     config = {"checkpoint": str(path), **config}
     store = Path(recorded) if dataset is None else dataset
