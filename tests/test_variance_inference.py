@@ -146,7 +146,8 @@ def test_inference_config_runs_from_an_empty_folder(trained, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     run_folder = trained["work"] / "output" / "variance_emulator_synthetic"
-    run_command([str(BIN / "hybrid-eda"), "inference-config", str(run_folder), "--out", "v.yaml"], empty, trained["env"])
+    hybrid_eda = str(BIN / "hybrid-eda")
+    run_command([hybrid_eda, "inference-config", str(run_folder), "--out", "v.yaml"], empty, trained["env"])
     config = yaml.safe_load((empty / "v.yaml").read_text())
     assert config["checkpoint"] == str(trained["checkpoint"].resolve()) and "variance-emulator" in config["runner"]
     assert config["date"] == "2023-01-02T00:00:00"  # the test split of tiny_variance.SPLITS
