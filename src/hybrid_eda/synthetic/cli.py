@@ -12,25 +12,21 @@ import logging
 
 from hybrid_eda.outputs import output_dir
 
-__all__ = ["add_parser"]
+__all__ = ["add_eda_arguments", "add_parser", "config_from_args"]
 
 LOGGER = logging.getLogger(__name__)
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    """Register the ``synthetic`` command (with ``func`` set) on the top-level ``hybrid-eda`` parser."""
-    parser = subparsers.add_parser(
-        "synthetic",
-        help="write a synthetic global EDA with known truth and sigma_b as MARS-like GRIB",
-        description="Write a synthetic global EDA (backgrounds and analyses of N members on model levels, the truth "
-        "and the exact background-error std) as GRIB laid out like MARS retrievals, for anemoi-datasets recipes.",
-    )
+def add_eda_arguments(
+    parser: argparse.ArgumentParser, *, levels: int = 3, members: int = 5, end: str = "2023-01-01T18"
+) -> None:
+    """The options that define a synthetic EDA (:func:`config_from_args`), shared by every command that writes one."""
     parser.add_argument("--grid", default="O32", help="O<n> (octahedral) or N<n> (reduced Gaussian: N32, N48, N80, "
                         "N96, N128, ...); default O32")  # fmt: skip
-    parser.add_argument("--levels", type=int, default=3, help="model levels 1..L (default 3; ECMWF: 137)")
-    parser.add_argument("--members", type=int, default=5, help="EDA members N (default 5; ECMWF: 50)")
+    parser.add_argument("--levels", type=int, default=levels, help=f"model levels 1..L (default {levels}; ECMWF: 137)")
+    parser.add_argument("--members", type=int, default=members, help=f"EDA members N (default {members}; ECMWF: 50)")
     parser.add_argument("--start", default="2023-01-01T00", help="first date, ISO (default 2023-01-01T00)")
-    parser.add_argument("--end", default="2023-01-01T18", help="last date, ISO (default 2023-01-01T18)")
+    parser.add_argument("--end", default=end, help=f"last date, ISO (default {end})")
     parser.add_argument("--frequency", type=int, default=6, help="hours between dates (default 6)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--variables", nargs="+", default=None, help="subset of vo d t lnsp q o3 (default: all)")
@@ -39,18 +35,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="physics parameter, e.g. errors.front_factor=4, observations.count=500, "
                         "flow.decorrelation_hours=48 (repeatable)")  # fmt: skip
-    parser.add_argument("--out", type=output_dir, required=True, help="output folder (created if missing)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing synthetic EDA in --out")
-    parser.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    """Build the configuration from ``args``, write the EDA and print a one-line summary; returns 0."""
+def config_from_args(args: argparse.Namespace):  # noqa: ANN201 (SyntheticEDAConfig, imported lazily)
+    """The :class:`~hybrid_eda.synthetic.config.SyntheticEDAConfig` of the options of :func:`add_eda_arguments`."""
     import os
 
     from hybrid_eda.synthetic.config import SyntheticEDAConfig, config_with_overrides
     from hybrid_eda.synthetic.variables import VARIABLE_NAMES
-    from hybrid_eda.synthetic.writer import write_synthetic_eda
 
     config = SyntheticEDAConfig(
         grid=args.grid,
@@ -65,7 +57,28 @@ def run(args: argparse.Namespace) -> int:
         bits_per_value=args.bits,
         threads=max(1, int(os.environ.get("OMP_NUM_THREADS", "1") or 1)),
     )
-    config = config_with_overrides(config, args.overrides)
+    return config_with_overrides(config, args.overrides)
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register the ``synthetic`` command (with ``func`` set) on the top-level ``hybrid-eda`` parser."""
+    parser = subparsers.add_parser(
+        "synthetic",
+        help="write a synthetic global EDA with known truth and sigma_b as MARS-like GRIB",
+        description="Write a synthetic global EDA (backgrounds and analyses of N members on model levels, the truth "
+        "and the exact background-error std) as GRIB laid out like MARS retrievals, for anemoi-datasets recipes.",
+    )
+    add_eda_arguments(parser)
+    parser.add_argument("--out", type=output_dir, required=True, help="output folder (created if missing)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing synthetic EDA in --out")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Build the configuration from ``args``, write the EDA and print a one-line summary; returns 0."""
+    from hybrid_eda.synthetic.writer import write_synthetic_eda
+
+    config = config_from_args(args)
     files = write_synthetic_eda(config, args.out, overwrite=args.overwrite)
     timing = json.loads(files.manifest.read_text())["timing"]
     print(

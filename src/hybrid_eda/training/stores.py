@@ -1,7 +1,9 @@
 """The embedded data of the variance emulator in one command: a synthetic EDA, its member store and std store.
 
     hybrid-eda variance-data [--out .] [--grid O32] [--levels 5] [--members 50] \\
-        [--start 2023-01-01T00] [--end 2023-01-31T18] [--seed 0]
+        [--start 2023-01-01T00] [--end 2023-01-31T18] [--seed 0] [--set errors.front_factor=4 ...]
+
+(the options of ``hybrid-eda synthetic``, with the defaults of the embedded training data)
 
 writes, under ``--out``::
 
@@ -55,6 +57,21 @@ def _absolute_grib_paths(node: Any, root: Path) -> None:
             _absolute_grib_paths(value, root)
 
 
+def _select_params(node: Any, variables: Sequence[str]) -> Any:
+    """The recipe ``node`` reading only ``variables``: each ``grib`` source keeps its params among them, and a
+    source left with none is dropped from its ``join``."""
+    if isinstance(node, list):
+        kept = [_select_params(value, variables) for value in node]
+        return [value for value in kept if value is not None]
+    if not isinstance(node, dict):
+        return node
+    grib = node.get("grib")
+    if isinstance(grib, dict) and "param" in grib:
+        params = [p for p in grib["param"] if p in variables]
+        return {**node, "grib": {**grib, "param": params}} if params else None
+    return {key: _select_params(value, variables) for key, value in node.items()}
+
+
 def local_recipe(name: str, root: Path, config: Any) -> dict:
     """The shipped recipe ``name`` with the dates of ``config`` (a SyntheticEDAConfig) and absolute paths."""
     from hybrid_eda.resources import recipes_dir
@@ -66,6 +83,7 @@ def local_recipe(name: str, root: Path, config: Any) -> dict:
         "end": dates[-1].isoformat(),
         "frequency": f"{int(config.frequency_hours)}h",
     }
+    recipe["input"] = _select_params(recipe["input"], tuple(config.variables))
     _absolute_grib_paths(recipe["input"], root)
     return recipe
 
@@ -106,30 +124,17 @@ def make_variance_stores(out_dir: str | Path, config: Any, *, overwrite: bool = 
 
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
+    from hybrid_eda.synthetic.cli import add_eda_arguments
+
     parser.add_argument("--out", default=".", help="folder of the stores (default: the current one)")
-    parser.add_argument("--grid", default="O32")
-    parser.add_argument("--levels", type=int, default=5)
-    parser.add_argument("--members", type=int, default=50, help="EDA size N (default 50)")
-    parser.add_argument("--start", default="2023-01-01T00")
-    parser.add_argument("--end", default="2023-01-31T18")
-    parser.add_argument("--frequency", type=int, default=6, help="hours between dates")
-    parser.add_argument("--seed", type=int, default=0)
+    add_eda_arguments(parser, levels=5, members=50, end="2023-01-31T18")
     parser.add_argument("--overwrite", action="store_true", help="replace stores that already exist")
 
 
 def _run(args: argparse.Namespace) -> int:
-    from hybrid_eda.synthetic import SyntheticEDAConfig
+    from hybrid_eda.synthetic.cli import config_from_args
 
-    config = SyntheticEDAConfig(
-        grid=args.grid,
-        levels=args.levels,
-        members=args.members,
-        start=args.start,
-        end=args.end,
-        frequency_hours=args.frequency,
-        seed=args.seed,
-    )
-    stores = make_variance_stores(args.out, config, overwrite=args.overwrite)
+    stores = make_variance_stores(args.out, config_from_args(args), overwrite=args.overwrite)
     print(f"members: {stores.members}\nspread:  {stores.spread}\nsynthetic EDA: {stores.synthetic}")
     return 0
 
