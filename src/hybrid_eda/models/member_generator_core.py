@@ -1,0 +1,517 @@
+"""The member generator's core: backgrounds and N_s guide analyses in, analysis members out, by a stochastic flow.
+
+Glossary: k backgrounds to start from, N_s guides (real analyses, optionally with their own backgrounds), n members
+to generate; ``[grid, var]`` fields in physical units. Each member ``phi`` follows, for ``t`` in ``[0, 1]``,
+
+    d phi = u(phi, P_t, t | G) dt + s(phi, P_t, t | G) o dW,        phi(0) = its background,
+
+(Stratonovich, elementwise noise; :mod:`hybrid_eda.flows`) where ``P_t`` is the particle ensemble the member
+belongs to and ``G`` the guides. With ``xb, sb`` the mean and spread of all backgrounds (starts and guide
+backgrounds), ``delta`` the guides' mean increment and ``c(t) = xb + t delta`` the moving centre,
+
+    u = delta + rho (phi - c(t)) + sb * du_theta,        s = sb * sigma_theta,
+
+``rho = log(s_guide_analyses / s_guide_backgrounds)`` per point (clamped; 0 if ``rescale_anomalies`` is off) and
+``du_theta, sigma_theta`` two heads of one graph network. Its inputs at each point, all unit-free (divided by
+``sb``) and pooled so that the members' and the guides' order does not matter:
+
+    member       (phi - c(t)) / sb, its background's anomaly (b_i - xb) / sb
+    particles    mean and log RMS of (phi_j - c(t)) / sb over the member's particle ensemble      (at time t)
+    guides       delta / sb, log(s_a / sb), log(s_gb / sb), regression slope of the guides' analysis on
+                 background anomalies, (mean of guide backgrounds - xb) / sb, a flag for guide backgrounds given
+    state        (xb - variable_mean) / variable_scale, log(sb / variable_scale)
+      -> per point: Linear over [variables x features] (+ node features, + time embedding)
+      -> R x [message passing on the grid graph (layers.blocks), member mixing within the ensemble]
+      -> Linear to (du_theta, sigma_theta) per variable, initialised at zero.
+
+Untrained model (zero last layer): a deterministic flow whose exact solution is
+``phi(1) = xb + delta + exp(rho) (b_i - xb)``: the background ensemble shifted by the guides' mean increment and
+its anomalies rescaled by the guides' spread ratio (``exp(rho) = 1`` with ``rescale_anomalies=False``: each
+background shifted by the increment); the Heun scheme integrates the linear part to second order per step.
+
+Members and starts: member ``j`` starts from background ``j mod k`` and belongs to replica ``j // k``; the particle
+ensemble of a member is its replica (at most k members, one per background; the last replica may be partial). So
+``n = k`` gives one member per background, the usual call, and ``n = R k`` gives R independent generated ensembles
+of the same backgrounds, each with the statistics of the ``n = k`` call: what training needs to score the spread
+of the members of one background (:meth:`GeneratedMembers.grouped_by_start`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from anemoi.models.layers.diffusion import SinusoidalEmbeddings
+from torch import nn
+
+from hybrid_eda.errors import UserInputError
+from hybrid_eda.flows import (
+    SDECoefficients,
+    StochasticHeun,
+    StratonovichScheme,
+    TimeSchedule,
+    UniformSchedule,
+    brownian_increments,
+    integrate,
+)
+from hybrid_eda.layers.blocks import GridGraph, GridMessagePassing
+from hybrid_eda.layers.member_mixing import MemberMixing, group_mean
+
+#: Input features per variable: member (2), particles (2), guides (6), state (2).
+N_FEATURES = 12
+#: Smallest mean square kept before a log (unit-free).
+_TINY = 1e-12
+
+
+@dataclasses.dataclass(frozen=True)
+class MemberGeneratorSettings:
+    """Architecture and flow of the generator (one object; an anemoi adapter fills it from the run config).
+
+    Attributes
+    ----------
+    latent : int
+        Latent size of a point's token.
+    rounds : int
+        Rounds of message passing, each followed by member mixing.
+    heads, kernel_hidden, hidden_ratio : int
+        Of :class:`~hybrid_eda.layers.blocks.GridMessagePassing`.
+    time_features : int
+        Sinusoidal features of ``t`` (even), angular frequencies ``2, 4, ..., 2^(time_features / 2)``.
+    steps : int
+        Default number of integration steps.
+    rescale_anomalies : bool
+        Include ``rho (phi - c(t))`` in the drift (the guides' spread ratio); off: the base flow is a pure shift.
+    max_log_rescale : float
+        ``|rho|`` is clamped to this (noisy spread ratios of few guides).
+    spread_floor : float
+        Floor of the background spread, relative to ``variable_scale`` (a point where all backgrounds agree).
+    """
+
+    latent: int = 32
+    rounds: int = 2
+    heads: int = 2
+    kernel_hidden: int = 16
+    hidden_ratio: int = 1
+    time_features: int = 8
+    steps: int = 8
+    rescale_anomalies: bool = True
+    max_log_rescale: float = 2.0
+    spread_floor: float = 1e-3
+
+    def __post_init__(self) -> None:
+        for name in ("latent", "rounds", "heads", "kernel_hidden", "hidden_ratio", "time_features", "steps"):
+            if int(getattr(self, name)) < 1:
+                raise UserInputError(f"generator setting {name} must be >= 1, got {getattr(self, name)}")
+        if self.time_features % 2:
+            raise UserInputError(f"time_features must be even (sine and cosine pairs), got {self.time_features}")
+
+
+@dataclasses.dataclass(frozen=True)
+class GuideContext:
+    """What the flow keeps of the backgrounds and guides, per case ``[b, 1, grid, var]`` (member axis of size 1).
+
+    Attributes
+    ----------
+    centre, spread : torch.Tensor
+        Mean ``xb`` and floored spread ``sb`` of all backgrounds.
+    delta : torch.Tensor
+        The guides' mean increment.
+    rate : torch.Tensor
+        ``rho`` (zeros if anomalies are not rescaled).
+    guide_features : torch.Tensor
+        ``[b, 1, grid, var, 6]`` guide and ``[b, 1, grid, var, 2]`` state features, concatenated: ``[..., 8]``.
+    """
+
+    centre: torch.Tensor
+    spread: torch.Tensor
+    delta: torch.Tensor
+    rate: torch.Tensor
+    guide_features: torch.Tensor
+
+
+@dataclasses.dataclass(frozen=True)
+class GeneratedMembers:
+    """Output of :meth:`MemberGeneratorCore.generate` (the leading ``b`` only if the inputs had one).
+
+    Attributes
+    ----------
+    members : torch.Tensor
+        ``[(b,) n, grid, var]`` analysis members, physical units.
+    start_index : torch.Tensor
+        ``[n]`` long: the background each member started from (``j mod k``).
+    replica : torch.Tensor
+        ``[n]`` long: the particle ensemble each member belongs to (``j // k``).
+    times : torch.Tensor
+        The flow's time grid ``[steps + 1]``.
+    trajectory : torch.Tensor or None
+        ``[(b,) steps + 1, n, grid, var]`` if asked for (``trajectory[..., 0, :, :, :]`` are the starts).
+    """
+
+    members: torch.Tensor
+    start_index: torch.Tensor
+    replica: torch.Tensor
+    times: torch.Tensor
+    trajectory: torch.Tensor | None = None
+
+    def grouped_by_start(self) -> torch.Tensor:
+        """``[(b,) k, R, grid, var]``: the R members generated from each of the k backgrounds (needs ``n = R k``).
+
+        The ensemble axis ``R`` of background ``i`` is a sample of its analysis given the guides, e.g. to score
+        with anemoi's CRPS or energy score against that background's real analysis.
+        """
+        k = int(self.start_index.max()) + 1
+        n = self.start_index.numel()
+        if n % k:
+            raise UserInputError(f"{n} members are not a whole number of replicas of {k} backgrounds")
+        shape = (*self.members.shape[:-3], n // k, k, *self.members.shape[-2:])
+        return self.members.reshape(shape).transpose(-4, -3)
+
+
+def _std(x: torch.Tensor, dim: int) -> torch.Tensor:
+    return x.var(dim=dim, correction=1, keepdim=True).sqrt()
+
+
+def pool_guides(
+    backgrounds: torch.Tensor,
+    guides: torch.Tensor,
+    guide_backgrounds: torch.Tensor | None = None,
+    *,
+    settings: MemberGeneratorSettings,
+    variable_mean: torch.Tensor,
+    variable_scale: torch.Tensor,
+) -> GuideContext:
+    """Pool the starts ``backgrounds[b, k, grid, var]``, ``guides[b, N_s, grid, var]`` (and their backgrounds).
+
+    Every statistic is a symmetric function of the backgrounds and of the (analysis, background) pairs of the
+    guides, so the result does not depend on their order.
+    """
+    everything = backgrounds if guide_backgrounds is None else torch.cat([backgrounds, guide_backgrounds], dim=1)
+    centre = everything.mean(dim=1, keepdim=True)  # [b, 1, grid, var]
+    floor = settings.spread_floor * variable_scale
+    spread = torch.sqrt(everything.var(dim=1, correction=1, keepdim=True) + floor**2)
+    guide_mean, guide_spread = guides.mean(dim=1, keepdim=True), _std(guides, 1)
+    zeros = torch.zeros_like(centre)
+    if guide_backgrounds is None:
+        delta = guide_mean - centre
+        reference_spread = spread
+        slope, gb_spread, gb_offset, flag = zeros, zeros, zeros, zeros
+    else:
+        gb_mean = guide_backgrounds.mean(dim=1, keepdim=True)
+        delta = guide_mean - gb_mean
+        gb_var = guide_backgrounds.var(dim=1, correction=1, keepdim=True) + floor**2
+        covariance = ((guides - guide_mean) * (guide_backgrounds - gb_mean)).sum(dim=1, keepdim=True)
+        slope = (covariance / ((guides.shape[1] - 1) * gb_var)).clamp(-3.0, 3.0)
+        reference_spread = torch.sqrt(gb_var)
+        gb_spread = torch.log(reference_spread / spread)
+        gb_offset = (gb_mean - centre) / spread
+        flag = torch.ones_like(centre)
+    log_ratio = torch.log(torch.sqrt(guide_spread**2 + floor**2) / reference_spread)
+    rate = log_ratio.clamp(-settings.max_log_rescale, settings.max_log_rescale)
+    if not settings.rescale_anomalies:
+        rate = zeros
+    state = [(centre - variable_mean) / variable_scale, torch.log(spread / variable_scale)]
+    features = [delta / spread, torch.log(torch.sqrt(guide_spread**2 + floor**2) / spread)]
+    features += [gb_spread, slope, gb_offset, flag]
+    return GuideContext(centre, spread, delta, rate, torch.stack(features + state, dim=-1))
+
+
+class MemberGeneratorCore(nn.Module):
+    """Framework-free member generator on one grid graph (see the module docstring).
+
+    Parameters
+    ----------
+    n_variables : int
+        Variables (channels) per grid point, ``var``.
+    graph : GridGraph
+        Edges of the grid (:func:`~hybrid_eda.layers.graphs.ring_graph`, :func:`~hybrid_eda.layers.graphs.sphere_graph`
+        or an anemoi graph's data-to-data edges).
+    variable_mean, variable_scale : torch.Tensor, optional
+        Climatological mean and std of each variable ``[var]`` (physical units; default 0 and 1), for the state
+        features and the spread floor.
+    node_features : torch.Tensor, optional
+        Fixed per-point features ``[grid, f]`` (e.g. sin lat, cos lat cos lon, cos lat sin lon); none on a
+        homogeneous grid such as the Lorenz-96 ring.
+    settings : MemberGeneratorSettings, optional
+    """
+
+    def __init__(
+        self,
+        *,
+        n_variables: int,
+        graph: GridGraph,
+        variable_mean: torch.Tensor | None = None,
+        variable_scale: torch.Tensor | None = None,
+        node_features: torch.Tensor | None = None,
+        settings: MemberGeneratorSettings | None = None,
+    ) -> None:
+        super().__init__()
+        self.settings = settings = settings or MemberGeneratorSettings()
+        self.n_variables = int(n_variables)
+        self.n_grid = int(graph.n_nodes)
+        mean = torch.zeros(n_variables) if variable_mean is None else torch.as_tensor(variable_mean).float()
+        scale = torch.ones(n_variables) if variable_scale is None else torch.as_tensor(variable_scale).float()
+        if mean.shape != (n_variables,) or scale.shape != (n_variables,) or not bool((scale > 0).all()):
+            msg = f"variable_mean and variable_scale must be [var={n_variables}] with scale > 0"
+            raise UserInputError(msg)
+        self.register_buffer("variable_mean", mean)
+        self.register_buffer("variable_scale", scale)
+        self.register_buffer("edge_src", graph.src.long())
+        self.register_buffer("edge_dst", graph.dst.long())
+        self.register_buffer("edge_attr", graph.edge_attr.float())
+        latent = settings.latent
+        if node_features is not None:
+            node_features = torch.as_tensor(node_features).float()
+            if node_features.ndim != 2 or node_features.shape[0] != self.n_grid:
+                msg = f"node_features must be [grid={self.n_grid}, f], got {tuple(node_features.shape)}"
+                raise UserInputError(msg)
+            self.register_buffer("node_features", node_features)
+            self.node_embedding = nn.Linear(node_features.shape[1], latent, bias=False)
+        else:
+            self.node_features = None
+            self.node_embedding = None
+        half = settings.time_features // 2
+        self.time_features = SinusoidalEmbeddings(num_channels=settings.time_features, max_period=2**half)
+        self.time_scale = float(2**half)  # angles 2^half t, ..., 2 t
+        self.time_embedding = nn.Linear(settings.time_features + 1, latent)
+        self.embedding = nn.Linear(N_FEATURES * n_variables, latent)
+        self.message_passing = nn.ModuleList(
+            GridMessagePassing(
+                latent,
+                graph.edge_attr.shape[-1],
+                heads=settings.heads,
+                hidden=settings.kernel_hidden,
+                hidden_ratio=settings.hidden_ratio,
+            )
+            for _ in range(settings.rounds)
+        )
+        self.member_mixing = nn.ModuleList(
+            MemberMixing(latent, hidden_ratio=settings.hidden_ratio) for _ in range(settings.rounds)
+        )
+        self.output = nn.Linear(latent, 2 * n_variables)
+        nn.init.zeros_(self.output.weight)
+        nn.init.zeros_(self.output.bias)
+
+    @property
+    def graph(self) -> GridGraph:
+        return GridGraph(self.edge_src, self.edge_dst, self.edge_attr, self.n_grid)
+
+    # ----------------------------------------------------------------------------------------------- inputs
+    def _check_inputs(
+        self, backgrounds: torch.Tensor, guides: torch.Tensor, guide_backgrounds: torch.Tensor | None
+    ) -> bool:
+        """Validate shapes; return whether the inputs carry a leading batch axis."""
+        if backgrounds.ndim not in (3, 4):
+            msg = f"backgrounds must be [k, grid, var] or [batch, k, grid, var], got {tuple(backgrounds.shape)}"
+            raise UserInputError(msg)
+        batched = backgrounds.ndim == 4
+        expected_ndim = backgrounds.ndim
+        field = tuple(backgrounds.shape[-2:])
+        if field != (self.n_grid, self.n_variables):
+            msg = (
+                f"backgrounds are [.., grid={field[0]}, var={field[1]}] but the generator was built for grid="
+                f"{self.n_grid}, var={self.n_variables} (another grid or variable list?)"
+            )
+            raise UserInputError(msg)
+        if guides.ndim != expected_ndim or tuple(guides.shape[-2:]) != field:
+            msg = (
+                f"guide_analyses {tuple(guides.shape)} and backgrounds {tuple(backgrounds.shape)} must be on the same "
+                "grid with the same variables ([..., N_s, grid, var] and [..., k, grid, var])"
+            )
+            raise UserInputError(msg)
+        if batched and guides.shape[0] != backgrounds.shape[0]:
+            msg = f"guide_analyses have batch {guides.shape[0]} but backgrounds have batch {backgrounds.shape[0]}"
+            raise UserInputError(msg)
+        n_guides = guides.shape[-3]
+        if n_guides < 2:
+            msg = (
+                f"the generator needs at least 2 guide analyses (N_s >= 2: their spread and mean increment are its "
+                f"conditioning), got N_s = {n_guides}; pass more real analyses"
+            )
+            raise UserInputError(msg)
+        if guide_backgrounds is not None and guide_backgrounds.shape != guides.shape:
+            msg = (
+                f"guide_backgrounds {tuple(guide_backgrounds.shape)} must match guide_analyses {tuple(guides.shape)}: "
+                "one background per guide analysis, same grid and variables"
+            )
+            raise UserInputError(msg)
+        if guide_backgrounds is None and backgrounds.shape[-3] < 2:
+            msg = "with a single background and no guide_backgrounds there is no background spread; pass both"
+            raise UserInputError(msg)
+        return batched
+
+    def condition(
+        self, backgrounds: torch.Tensor, guides: torch.Tensor, guide_backgrounds: torch.Tensor | None = None
+    ) -> GuideContext:
+        """Pool the backgrounds and guides ``[b, ., grid, var]`` into a :class:`GuideContext` (order-free)."""
+        return pool_guides(
+            backgrounds,
+            guides,
+            guide_backgrounds,
+            settings=self.settings,
+            variable_mean=self.variable_mean,
+            variable_scale=self.variable_scale,
+        )
+
+    # ----------------------------------------------------------------------------------------------- field
+    def coefficients(
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        context: GuideContext,
+        start_anomaly: torch.Tensor,
+        replica: torch.Tensor,
+        n_replicas: int,
+    ) -> SDECoefficients:
+        """Drift and diffusion of the particles ``x[b, n, grid, var]`` at time ``t`` (0-d).
+
+        ``start_anomaly[b, n, grid, var]`` is each member's ``(b_i - xb) / sb``; ``replica[n]`` its ensemble.
+        """
+        b, n = x.shape[:2]
+        centre = context.centre + t * context.delta
+        z = (x - centre) / context.spread  # [b, n, grid, var]
+        particle_mean = group_mean(z, replica, n_replicas, dim=1)
+        particle_rms = 0.5 * torch.log(group_mean(z * z, replica, n_replicas, dim=1) + _TINY)
+        member = torch.stack([z, start_anomaly, particle_mean, particle_rms], dim=-1)  # [b, n, grid, var, 4]
+        pooled = context.guide_features.expand(b, n, *context.guide_features.shape[2:])
+        features = torch.cat([member, pooled], dim=-1).flatten(-2)  # [b, n, grid, var * N_FEATURES]
+        h = self.embedding(features)  # [b, n, grid, latent]
+        angle = (t * self.time_scale).reshape(1)
+        h = h + self.time_embedding(torch.cat([self.time_features(angle), t.reshape(1)]))
+        if self.node_embedding is not None:
+            h = h + self.node_embedding(self.node_features)
+        h = h.flatten(0, 1).transpose(0, 1).unsqueeze(2)  # [grid, b * n, 1, latent]
+        group = (torch.arange(b, device=x.device)[:, None] * n_replicas + replica[None, :]).reshape(-1)
+        for mp, mixing in zip(self.message_passing, self.member_mixing, strict=True):
+            h = mixing(mp(h, self.graph), group, b * n_replicas)
+        out = self.output(h.squeeze(2)).transpose(0, 1).reshape(b, n, self.n_grid, 2, self.n_variables)
+        correction, sigma = out.unbind(dim=-2)  # [b, n, grid, var] each
+        drift = context.delta + context.rate * (x - centre) + context.spread * correction
+        return SDECoefficients(drift=drift, diffusion=context.spread * sigma)
+
+    # ----------------------------------------------------------------------------------------------- generate
+    def generate(
+        self,
+        backgrounds: torch.Tensor,
+        guide_analyses: torch.Tensor,
+        n_members: int,
+        generator: torch.Generator | None,
+        *,
+        guide_backgrounds: torch.Tensor | None = None,
+        steps: int | None = None,
+        schedule: TimeSchedule | None = None,
+        scheme: StratonovichScheme | None = None,
+        increments: torch.Tensor | None = None,
+        return_trajectory: bool = False,
+    ) -> GeneratedMembers:
+        """Generate ``n_members`` analysis members from ``backgrounds`` guided by ``guide_analyses`` (differentiable).
+
+        Parameters
+        ----------
+        backgrounds : torch.Tensor
+            ``[k, grid, var]`` or ``[b, k, grid, var]`` (physical units): the members' starts, ``k >= 1``.
+        guide_analyses : torch.Tensor
+            ``[N_s, grid, var]`` or ``[b, N_s, grid, var]``, ``N_s >= 2``: real analyses of the same cycle.
+        n_members : int
+            Members to generate, any ``n >= 1``: member ``j`` starts from background ``j mod k`` and belongs to
+            particle ensemble ``j // k`` (see the module docstring).
+        generator : torch.Generator or None
+            Source of the Brownian increments (member-major, so member ``j``'s noise does not depend on ``n``); not
+            used when ``increments`` are given. ``None``: torch's global generator (not reproducible).
+        guide_backgrounds : torch.Tensor, optional
+            The guides' own backgrounds, ``guide_analyses``' shape: then the increment is the guides' mean
+            analysis minus their mean background and the guides' regression slope is a feature.
+        steps : int, optional
+            Integration steps (default ``settings.steps``).
+        schedule, scheme : optional
+            Time grid (default uniform) and Stratonovich scheme (default stochastic Heun).
+        increments : torch.Tensor, optional
+            Brownian increments ``[(b,) n, steps, grid, var]`` to use instead of drawing them.
+        return_trajectory : bool
+            Also return the members at every time.
+
+        Returns
+        -------
+        GeneratedMembers
+
+        Raises
+        ------
+        UserInputError
+            ``N_s < 2``; backgrounds, guides or guide backgrounds on another grid, with other variables or another
+            batch; ``n_members < 1``; increments of the wrong shape.
+        """
+        batched = self._check_inputs(backgrounds, guide_analyses, guide_backgrounds)
+        if int(n_members) != n_members or n_members < 1:
+            raise UserInputError(f"n_members must be an integer >= 1, got {n_members!r}")
+        n_members = int(n_members)
+        dtype = self.embedding.weight.dtype
+        device = self.embedding.weight.device
+
+        def as_batch(x: torch.Tensor | None) -> torch.Tensor | None:
+            if x is None:
+                return None
+            x = x.to(dtype=dtype, device=device)
+            return x if batched else x.unsqueeze(0)
+
+        starts, guides, guide_bg = as_batch(backgrounds), as_batch(guide_analyses), as_batch(guide_backgrounds)
+        b, k = starts.shape[:2]
+        steps = self.settings.steps if steps is None else steps
+        times = (schedule or UniformSchedule()).times(steps, dtype=dtype, device=device)
+        member = torch.arange(n_members, device=device)
+        start_index, replica = member % k, torch.div(member, k, rounding_mode="floor")
+        n_replicas = int(replica.max()) + 1
+        field_shape = (self.n_grid, self.n_variables)
+        if increments is None:
+            # member-major [b, n, steps, grid, var]: member j's path is the same whatever n is
+            noise = brownian_increments(times, (b, n_members, *field_shape), generator, dtype=dtype)
+            increments = noise.to(device).permute(1, 2, 0, 3, 4)
+        else:
+            expected = (*((b,) if batched else ()), n_members, int(steps), *field_shape)
+            if tuple(increments.shape) != expected:
+                msg = f"increments must be {list(expected)} ([(b,) n, steps, grid, var]), got {list(increments.shape)}"
+                raise UserInputError(msg)
+            increments = increments.to(dtype=dtype, device=device)
+            increments = increments if batched else increments.unsqueeze(0)
+        context = self.condition(starts, guides, guide_bg)
+        x0 = starts.index_select(1, start_index)  # [b, n, grid, var]
+        start_anomaly = (x0 - context.centre) / context.spread
+
+        def field(x: torch.Tensor, t: torch.Tensor) -> SDECoefficients:
+            return self.coefficients(x, t, context, start_anomaly, replica, n_replicas)
+
+        solution = integrate(
+            field,
+            x0,
+            times,
+            increments.transpose(0, 2).transpose(1, 2),  # [steps, b, n, grid, var]
+            scheme=scheme or StochasticHeun(),
+            return_trajectory=return_trajectory,
+        )
+        members = solution.final if batched else solution.final.squeeze(0)
+        trajectory = solution.trajectory
+        if trajectory is not None:
+            trajectory = trajectory.transpose(0, 1)  # [b, steps + 1, n, grid, var]
+            trajectory = trajectory if batched else trajectory.squeeze(0)
+        return GeneratedMembers(members, start_index, replica, times, trajectory)
+
+
+def base_flow_solution(
+    backgrounds: torch.Tensor,
+    guide_analyses: torch.Tensor,
+    guide_backgrounds: torch.Tensor | None = None,
+    *,
+    settings: MemberGeneratorSettings | None = None,
+) -> torch.Tensor:
+    """Exact end point of the untrained generator's flow, ``xb + delta + exp(rho) (b_i - xb)``, ``[k, grid, var]``.
+
+    What an untrained (zero last layer) :class:`MemberGeneratorCore` with ``variable_scale = 1`` approaches as its
+    steps grow (see the module docstring). Unbatched inputs ``[k, grid, var]``, ``[N_s, grid, var]``.
+    """
+    settings = settings or MemberGeneratorSettings()
+    n_var = backgrounds.shape[-1]
+    mean, scale = torch.zeros(n_var, dtype=backgrounds.dtype), torch.ones(n_var, dtype=backgrounds.dtype)
+    gb = None if guide_backgrounds is None else guide_backgrounds[None]
+    context = pool_guides(
+        backgrounds[None], guide_analyses[None], gb, settings=settings, variable_mean=mean, variable_scale=scale
+    )
+    out = context.centre + context.delta + torch.exp(context.rate) * (backgrounds[None] - context.centre)
+    return out.squeeze(0)
