@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import types
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -232,3 +233,139 @@ def test_stores_on_different_grids(stores, tmp_path):
     std = _store(tmp_path, "eda-n80-ml-std-local.yaml", other, "std20")
     with pytest.raises(UserInputError, match="are on different grids"):
         from_stores(members, std, 3)
+
+
+# -- several test sets: other physics (--shift), other folders, date windows ----------------------------------------
+def _summary(path: Path) -> dict:
+    return json.loads((path / "summary.json").read_text())
+
+
+def test_a_shift_equals_the_folder_written_with_that_physics(folders, tmp_path, capsys):
+    """``--shift NAME=...`` regenerates the test EDA with other physics: the same scores as a folder written by
+    ``hybrid-eda synthetic --set`` with those physics (same dates and seed); a no-op shift changes nothing."""
+    from hybrid_eda.evaluation.data import config_from_manifest
+    from hybrid_eda.synthetic.config import config_with_overrides
+
+    train, test = folders
+    config = config_from_manifest(json.loads((test / "manifest.json").read_text()))
+    written = tmp_path / "fronts-folder"
+    write_synthetic_eda(config_with_overrides(config, ["errors.front_factor=5"]), written)
+    code, out, err = _run(capsys, "--train", train, "--test", test, written, "--members", 4, *FAST,
+                          "--shift", "fronts=errors.front_factor=5", "--shift", "same=errors.front_factor=2.5",
+                          "--shift", "seed7=errors.front_factor=2.5,seed=7", "--out", tmp_path / "out")  # fmt: skip
+    assert code == 0, err
+    block = _summary(tmp_path / "out")["degradation"]
+    sets = block["sets"]
+    assert block["reference"] == "test" and list(sets) == ["test", "fronts-folder", "fronts", "same", "seed7"]
+    assert "change" not in sets["test"] and sets["fronts"]["overrides"] == ["errors.front_factor=5"]
+    assert sets["fronts"]["seed"] == 2 and sets["seed7"]["seed"] == 7 and sets["fronts"]["test_dates"] == 2
+    assert sets["fronts"]["nmse"] == sets["fronts-folder"]["nmse"]  # the folder's EDA is regenerated: bit for bit
+    assert all(abs(v) < 1e-12 for v in sets["same"]["change"]["nmse"].values() if v is not None)
+    assert all(v == 0 for v in sets["same"]["change"]["gap_closed"].values() if v is not None)
+    fronts = sets["fronts"]
+    assert fronts["nmse"]["sigma_b"] != sets["test"]["nmse"]["sigma_b"]  # other physics, other scores
+    assert fronts["change"]["nmse"]["regression"] == pytest.approx(
+        fronts["nmse"]["regression"] / sets["test"]["nmse"]["regression"] - 1
+    )
+    assert fronts["change"]["gap_closed"]["filter"] == pytest.approx(
+        fronts["gap_closed"]["filter"] - sets["test"]["gap_closed"]["filter"]
+    )
+    assert sets["seed7"]["nmse"]["raw"] != sets["test"]["nmse"]["raw"]  # another realisation
+    full = json.loads((tmp_path / "out" / "sets" / "fronts.json").read_text())
+    assert full["nmse"] == fronts["nmse"] and full["source"]["overrides"] == ["errors.front_factor=5"]
+    assert "degradation on 4 other test set(s)" in out and "nMSE (change vs test)" in out
+
+
+def test_shift_and_test_set_errors(folders, stores, tmp_path, capsys):
+    train, test = folders
+    _, members, std = stores
+    out = ["--out", tmp_path / "out"]
+    base = ["--train", train, "--test", test, "--members", 4, *out]
+    assert "must be NAME=SECTION.KEY=VALUE" in _error(capsys, *base, "--shift", "errors.front_factor=4")
+    assert "unknown key 'errors.fronts'" in _error(capsys, *base, "--shift", "x=errors.fronts=4")
+    assert "errors.front_factor must be positive" in _error(capsys, *base, "--shift", "x=errors.front_factor=-1")
+    assert "is not SECTION.KEY=VALUE" in _error(capsys, *base, "--shift", "x=errors.front_factor=4,7")
+    assert "already a test set" in _error(capsys, *base, "--shift", "test=errors.front_factor=4")
+    err = _error(capsys, "--train", members, "--test", members, "--test-std", std, "--shift", "x=errors.front_factor=4",
+                 *out)  # fmt: skip
+    assert "--shift regenerates the first --test as a synthetic EDA" in err
+    err = _error(capsys, "--train", members, "--test", members, members, "--test-std", std, *out)
+    assert "1 --test-std for 2 --test paths" in err
+    with pytest.raises(SystemExit, match="2"):  # argparse's usage error
+        _run(capsys, *base, "--test-dates", "2023-01-02/2023-01-01")
+    assert "is not FIRST/LAST with ISO dates, FIRST <= LAST" in capsys.readouterr().err
+    err = _error(capsys, *base, "--test-dates", "2024-01-01/2024-01-02")
+    assert "no date of the synthetic EDA" in err and "between 2024-01-01T00:00:00" in err
+    assert not (tmp_path / "out" / "summary.json").exists()
+
+
+def test_date_windows_split_one_eda(folders, tmp_path, capsys, caplog):
+    """``--train-dates`` and ``--test-dates`` on one folder: disjoint windows are held out (no warning)."""
+    train, _ = folders  # 2023-01-01T00 .. 2023-01-02T00, 5 dates
+    code, _, err = _run(capsys, "--train", train, "--train-dates", "2023-01-01/2023-01-01T12", "--test", train,
+                        "--test-dates", "2023-01-01T18/2023-01-02", "--members", 4, "--no-pooled", *FAST,
+                        "--out", tmp_path)  # fmt: skip
+    assert code == 0, err
+    summary = _summary(tmp_path)
+    assert summary["settings"]["test_dates"] == 2 and summary["settings_train"]["train_dates"] == 3
+    assert summary["settings"]["first_test_date"] == "2023-01-01T18:00:00"
+    assert summary["source"]["test_dates"] == ["2023-01-01T18:00:00", "2023-01-02T23:59:59"]
+    assert "not held out" not in caplog.text
+
+
+# -- stores built as the recipes describe ---------------------------------------------------------------------------
+@pytest.mark.slow
+def test_stores_of_the_mars_recipes_evaluate_without_a_floor(tmp_path, capsys):
+    """The shipped MARS recipes (shrunk to 3 members, 2 levels, 3 dates; MARS mocked as in test_recipes) build a
+    member and a std store that ``evaluate variance`` scores unchanged: one store, train and test date windows,
+    N80 area weights, no floor."""
+    pytest.importorskip("anemoi.datasets")
+    from test_recipes import _build_in_process, _mocked_mars, _shrunk
+
+    recipes = {name: _shrunk(f"eda-n80-ml{name}.yaml") for name in ("", "-std")}
+    for recipe in recipes.values():
+        recipe["dates"]["end"] = "2023-01-02T00:00:00"  # 3 dates: the regression needs 2 to train on
+    with _mocked_mars(tmp_path):
+        members = _build_in_process(recipes[""], tmp_path, "members")
+        std = _build_in_process(recipes["-std"], tmp_path, "std")
+    store = ["--train", members, "--train-std", std, "--train-dates", "2023-01-01/2023-01-01", "--test",
+             members, "--test-std", std, "--test-dates", "2023-01-02/2023-01-02"]  # fmt: skip
+    code, out, err = _run(capsys, *store, "--members", 2, "--no-pooled", *FAST, "--out", tmp_path / "out")
+    assert code == 0, err
+    summary = _summary(tmp_path / "out")
+    assert summary["settings"]["grid"] == "N80" and summary["settings"]["grid_points"] == 35718
+    assert summary["settings"]["test_dates"] == 1 and summary["settings"]["first_test_date"] == "2023-01-02T00:00:00"
+    assert summary["settings_train"]["train_dates"] == 2
+    assert len(summary["settings"]["fields"]) == 11 and "lnsp_1" in summary["settings"]["fields"]
+    assert "floor" not in summary["nmse"] and not summary["source"]["floor"]
+    assert all(value is None for value in summary["gap_closed"].values())
+    for name in ("raw", "rescaled", "filter", "regression"):
+        assert 0 < summary["nmse"][name] < 1, name
+    assert summary["coverage_90"]["regression"]["sharp"] is None  # no fronts known in a store
+    assert "not held out" not in err
+
+
+def test_variance_data_stores_match_the_synthetic_folder(tmp_path, capsys):
+    """The pair ``hybrid-eda variance-data`` builds (member store streamed by member, std store by the
+    ensemble-statistics filter) holds the statistics of its synthetic EDA and evaluates like it, without a floor."""
+    pytest.importorskip("anemoi.datasets")
+    from hybrid_eda.evaluation.data import from_stores, from_synthetic_folder
+    from hybrid_eda.training.stores import make_variance_stores
+
+    config = SyntheticEDAConfig(grid="O16", levels=2, members=6, seed=3, end="2023-01-01T18",
+                                observations=ObservationConfig(count=200))  # fmt: skip
+    built = make_variance_stores(tmp_path / "data", config)
+    window = (datetime(2023, 1, 1, 12), datetime(2023, 1, 1, 18))
+    stored = from_stores(built.members, built.spread, 3, dates=window)
+    direct = from_synthetic_folder(built.synthetic, 3, [2, 3]).select_fields(stored.variables)
+    assert stored.dates == direct.dates and stored.grid == "O16"
+    for name in ("s_m", "s_n", "mean_m"):  # GRIB packing (16 bits of each field's range) is all that differs
+        a, b = getattr(stored, name), getattr(direct, name)
+        assert np.all(np.abs(a - b) <= 1e-3 * np.abs(b).max(axis=(0, 1))), name
+    code, _, err = _run(capsys, "--train", built.members, "--train-std", built.spread, "--train-dates",
+                        "2023-01-01T00/2023-01-01T06", "--test", built.members, "--test-std", built.spread,
+                        "--test-dates", "2023-01-01T12/2023-01-01T18", "--members", 3, "--no-pooled", *FAST,
+                        "--out", tmp_path / "out")  # fmt: skip
+    assert code == 0, err
+    summary = _summary(tmp_path / "out")
+    assert summary["settings"]["test_dates"] == 2 and "floor" not in summary["nmse"]

@@ -16,7 +16,9 @@
 * :mod:`~hybrid_eda.evaluation.probabilistic`, :mod:`~hybrid_eda.evaluation.scores`: normalised MSE, gap
   closed, coverage, PIT, CRPS, NLL;
 * :mod:`~hybrid_eda.evaluation.suite`: fit everything on training dates, score on held-out ones, one JSON
-  summary.
+  summary;
+* :mod:`~hybrid_eda.evaluation.degradation`: test EDAs with other physics (``--shift``) and how the scores
+  degrade there (the summary's ``degradation`` block).
 
     train = from_synthetic(SyntheticEDAConfig(grid="O32", levels=5, members=50, seed=1, ...), m=5)
     test = from_synthetic(SyntheticEDAConfig(..., seed=2), m=5)
@@ -35,11 +37,17 @@ from hybrid_eda.evaluation.baselines import (
     TruthFloor,
 )
 from hybrid_eda.evaluation.data import EDAStatistics, from_members, from_stores, from_synthetic, from_synthetic_folder
+from hybrid_eda.evaluation.degradation import Shift, degradation, parse_shift, shifted_config
 from hybrid_eda.evaluation.floor import conditional_std_mean, conditional_variance_mean, floor_mse, oracle_std_mean
 from hybrid_eda.evaluation.probabilistic import ParametricPrediction
 from hybrid_eda.evaluation.scores import gap_closed, improvement_over_filter, nmse, probabilistic_scores
 from hybrid_eda.evaluation.smoothing import KernelSmoother, SpectralSmoother, make_smoother
-from hybrid_eda.evaluation.suite import VarianceEvaluation, default_estimators, evaluate_baselines
+from hybrid_eda.evaluation.suite import (
+    VarianceEvaluation,
+    default_estimators,
+    evaluate_baselines,
+    evaluate_baselines_on,
+)
 
 __all__ = [
     "BoostedRegression",
@@ -52,6 +60,7 @@ __all__ = [
     "RawStd",
     "Rescaled",
     "SigmaB",
+    "Shift",
     "SigmaOracle",
     "SpectralSmoother",
     "TruthFloor",
@@ -59,7 +68,9 @@ __all__ = [
     "conditional_std_mean",
     "conditional_variance_mean",
     "default_estimators",
+    "degradation",
     "evaluate_baselines",
+    "evaluate_baselines_on",
     "floor_mse",
     "from_members",
     "from_stores",
@@ -70,5 +81,7 @@ __all__ = [
     "make_smoother",
     "nmse",
     "oracle_std_mean",
+    "parse_shift",
     "probabilistic_scores",
+    "shifted_config",
 ]

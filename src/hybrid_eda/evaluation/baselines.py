@@ -77,6 +77,8 @@ class Estimator(abc.ABC):
     """Fit on training statistics, predict ``s_N`` on others."""
 
     name: str = "estimator"
+    #: Whether it needs the truth and ``sigma_b`` (synthetic data only; skipped on stores).
+    needs_truth: bool = False
 
     def fit(self, train: EDAStatistics) -> Estimator:
         """Fit on the training dates (default: nothing to fit)."""
@@ -340,8 +342,8 @@ class BoostedRegression(_Smoothed):
 
         started = time.perf_counter()
         n_dates = train.s_m.shape[0]
-        n_fit = int(round(n_dates * (1.0 - self.holdout)))
-        if n_fit < 1 or n_fit >= n_dates:
+        n_fit = min(n_dates - 1, max(1, int(round(n_dates * (1.0 - self.holdout)))))  # 2 dates: 1 + 1
+        if n_fit < 1:
             raise ValueError(
                 f"{n_dates} training dates cannot be split {1 - self.holdout:.0%}/{self.holdout:.0%}; "
                 "use at least 2 dates (better 15 or more)."
@@ -404,6 +406,8 @@ class BoostedRegression(_Smoothed):
 
 
 class _NeedsTruth(Estimator):
+    needs_truth = True
+
     def _check(self, stats: EDAStatistics) -> None:
         if not stats.has_truth:
             raise ValueError(

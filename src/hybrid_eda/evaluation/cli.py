@@ -9,9 +9,23 @@
     hybrid-eda evaluate variance --train members-2023.zarr --train-std std-2023.zarr \\
         --test members-2024.zarr --test-std std-2024.zarr --out eval
 
-Writes ``summary.json`` (:meth:`~hybrid_eda.evaluation.suite.VarianceEvaluation.summary`), ``maps.png`` (``s_M``,
-the best prediction and ``s_N`` of one field on the first test date) and ``pit.png`` (PIT histograms of the
-probabilistic estimators), and prints the normalised MSE table.
+    # one store of a whole year: train and test on different months of it
+    hybrid-eda evaluate variance CKPT --train eda-n80-ml.zarr --train-std eda-n80-ml-std.zarr \
+        --train-dates 2023-01-01/2023-09-30 --test eda-n80-ml.zarr --test-std eda-n80-ml-std.zarr \
+        --test-dates 2023-11-01/2023-12-31 --out eval
+
+    # how it degrades on other physics: test EDAs regenerated with changed parameters (same dates and seed)
+    hybrid-eda evaluate variance CKPT --train train-eda --test test-eda \
+        --shift fronts4=errors.front_factor=4 --shift short=errors.length_scale_km=300 --out eval
+    # ... or on other folders/stores, the first one being the in-distribution reference
+    hybrid-eda evaluate variance CKPT --train train-eda --test test-eda other-eda --out eval
+
+Writes ``summary.json`` (:meth:`~hybrid_eda.evaluation.suite.VarianceEvaluation.summary` of the first test set),
+``maps.png`` (``s_M``, the best prediction and ``s_N`` of one field on the first test date) and ``pit.png`` (PIT
+histograms of the probabilistic estimators), and prints the normalised MSE table. With several test sets (more
+than one ``--test``, or ``--shift``) the summary also holds ``degradation``
+(:mod:`~hybrid_eda.evaluation.degradation`: per set the scores and their change against the first set), each
+other set's full summary is written to ``sets/NAME.json`` and the degradation tables are printed.
 """
 
 from __future__ import annotations
@@ -20,6 +34,7 @@ import argparse
 import json
 import logging
 import time
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from hybrid_eda.outputs import output_dir
@@ -54,10 +69,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="variance-emulator checkpoint (omit to evaluate the baselines only)")  # fmt: skip
     parser.add_argument("--train", type=Path, required=True,
                         help="training data: a synthetic EDA folder or a member store")  # fmt: skip
-    parser.add_argument("--test", type=Path, required=True, help="held-out data, of the same kind and fields")
+    parser.add_argument("--test", type=Path, nargs="+", required=True,
+                        help="held-out data, of the training fields; several: the first is the in-distribution "
+                        "reference of the degradation tables")  # fmt: skip
     parser.add_argument("--train-std", type=Path, default=None,
                         help="std store of the training member store (default: s_N from all its members)")  # fmt: skip
-    parser.add_argument("--test-std", type=Path, default=None, help="std store of the test member store")
+    parser.add_argument("--test-std", type=Path, nargs="+", default=None,
+                        help="std store of each --test member store, in the same order")  # fmt: skip
+    parser.add_argument("--train-dates", type=date_window, default=None, metavar="FIRST/LAST",
+                        help="training dates only in this window, e.g. 2023-01-01/2023-09-30 (inclusive)")  # fmt: skip
+    parser.add_argument("--test-dates", type=date_window, default=None, metavar="FIRST/LAST",
+                        help="test dates only in this window (every --test), e.g. 2023-11-01/2023-12-31")  # fmt: skip
+    parser.add_argument("--shift", action="append", default=[], metavar="NAME=SECTION.KEY=VALUE[,...]",
+                        help="also test on the first (synthetic) --test EDA regenerated with other physics, as "
+                        "`hybrid-eda synthetic --set` (same dates and seed unless seed=N is an item), e.g. "
+                        "fronts4=errors.front_factor=4 (repeatable)")  # fmt: skip
     parser.add_argument("--members", type=int, default=5, help="seen members M (default 5); the first M")
     parser.add_argument("--no-mp-checkpoint", type=Path, default=None,
                         help="checkpoint of the emulator trained without message passing (emulator_no_mp)")  # fmt: skip
@@ -73,6 +99,28 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 # --------------------------------------------------------------------------------------------------- data
+def _when(text: str, end: bool) -> datetime:
+    value = datetime.fromisoformat(text)
+    if end and len(text) <= 10:  # a day: all of it
+        value += timedelta(days=1) - timedelta(seconds=1)
+    return value
+
+
+def date_window(text: str) -> tuple[datetime, datetime]:
+    """``FIRST/LAST`` (ISO dates or date-times, inclusive; a bare day as LAST means all of it) -> the pair."""
+    first, sep, last = str(text).partition("/")
+    try:
+        window = _when(first.strip(), end=False), _when(last.strip(), end=True)
+    except ValueError:
+        window = None
+    if not sep or window is None or window[1] < window[0]:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not FIRST/LAST with ISO dates, FIRST <= LAST; e.g. 2023-01-01/2023-09-30 or "
+            "2023-03-01T00/2023-03-03T18"
+        )
+    return window
+
+
 def _kind(path: Path, option: str) -> str:
     from hybrid_eda.errors import UserInputError
 
@@ -104,18 +152,28 @@ def _seed(path: Path) -> int | None:
     return json.loads(manifest.read_text())["config"].get("seed") if manifest.is_file() else None
 
 
-def _overlaps(train_path: Path, test_path: Path, train, test) -> bool:
+def _overlaps(train_path: Path, test_path: Path, train, test, test_seed: int | None = None) -> bool:
     """Whether the test dates are also training dates of the same EDA (same seed for synthetic ones)."""
-    if Path(train_path).resolve() == Path(test_path).resolve():
-        return True
-    if not set(train.dates) & set(test.dates):
+    if train.dates and test.dates and not set(train.dates) & set(test.dates):
         return False
-    seeds = _seed(train_path), _seed(test_path)
+    if Path(train_path).resolve() == Path(test_path).resolve() and test_seed is None:
+        return True
+    seeds = _seed(train_path), _seed(test_path) if test_seed is None else test_seed
     return seeds[0] is None or seeds[0] == seeds[1]
 
 
-def load_statistics(path: Path, std: Path | None, m: int, option: str, on_members=None):
-    """:class:`~hybrid_eda.evaluation.data.EDAStatistics` of a synthetic EDA folder or a member/std store pair."""
+def _synthetic_dates(path: Path, window) -> list[int] | None:
+    from hybrid_eda.evaluation.data import config_from_manifest, date_indices
+
+    if window is None:
+        return None
+    config = config_from_manifest(json.loads((path / "manifest.json").read_text()))
+    return date_indices(config.dates, window, f"the synthetic EDA {path}").tolist()
+
+
+def load_statistics(path: Path, std: Path | None, m: int, option: str, on_members=None, dates=None):
+    """:class:`~hybrid_eda.evaluation.data.EDAStatistics` of a synthetic EDA folder or a member/std store pair
+    (``dates``: a ``(first, last)`` window or ``None``)."""
     from hybrid_eda.errors import UserInputError
     from hybrid_eda.evaluation.data import from_stores, from_synthetic_folder
 
@@ -126,10 +184,19 @@ def load_statistics(path: Path, std: Path | None, m: int, option: str, on_member
                 f"{option}-std is for member stores; {path} is a synthetic EDA whose s_N is known (drop {option}-std)"
             )
         _check_synthetic_members(path, m, option)
-        return from_synthetic_folder(path, m, on_members=on_members)
+        return from_synthetic_folder(path, m, _synthetic_dates(path, dates), on_members=on_members)
     if std is not None:
         _kind(std, f"{option}-std")
-    return from_stores(path, std, m, on_members=on_members)
+    return from_stores(path, std, m, on_members=on_members, dates=dates)
+
+
+def _shifted_statistics(path: Path, shift, m: int, on_members=None, dates=None):
+    """The statistics of the synthetic EDA ``path`` regenerated with the physics of ``shift`` (in memory)."""
+    from hybrid_eda.evaluation.data import config_from_manifest, from_synthetic
+    from hybrid_eda.evaluation.degradation import shifted_config
+
+    config = shifted_config(config_from_manifest(json.loads((path / "manifest.json").read_text())), shift)
+    return from_synthetic(config, m, _synthetic_dates(path, dates), on_members=on_members), config
 
 
 def _same_fields(train, test):
@@ -257,11 +324,51 @@ def _table(summary: dict) -> str:
     return "\n".join(rows)
 
 
+def _set_names(tests: list[Path], shifts) -> list[str]:
+    """Unique names of the test sets: the folders' (stores without ``.zarr``), then the shifts'."""
+    from hybrid_eda.errors import UserInputError
+
+    names: list[str] = []
+    for path in tests:
+        name = path.stem if path.suffix == ".zarr" else path.name
+        name = name or "test"
+        base, k = name, 2
+        while name in names:
+            name, k = f"{base}-{k}", k + 1
+        names.append(name)
+    for shift in shifts:
+        if shift.name in names:
+            raise UserInputError(
+                f"--shift {shift.name}: that name is already a test set ({', '.join(names)}); name it differently"
+            )
+        names.append(shift.name)
+    return names
+
+
+def _check_shifts(path: Path, shifts) -> None:
+    """Refuse bad shifts before any work: a store as the reference, unknown keys, invalid values."""
+    from hybrid_eda.errors import UserInputError
+    from hybrid_eda.evaluation.data import config_from_manifest
+    from hybrid_eda.evaluation.degradation import shifted_config
+
+    if not shifts:
+        return
+    if _kind(path, "--test") != "synthetic":
+        raise UserInputError(
+            f"--shift regenerates the first --test as a synthetic EDA with other physics, and {path} is a store; "
+            "give a synthetic EDA folder first (stores of other periods compare as further --test paths)"
+        )
+    config = config_from_manifest(json.loads((path / "manifest.json").read_text()))
+    for shift in shifts:
+        shifted_config(config, shift)
+
+
 def run_variance(args: argparse.Namespace) -> int:
     """The ``evaluate variance`` command (module docstring); returns 0."""
     from hybrid_eda.errors import UserInputError
+    from hybrid_eda.evaluation.degradation import degradation, degradation_table, parse_shift
     from hybrid_eda.evaluation.emulator import EmulatorRun, load_emulator_predictor
-    from hybrid_eda.evaluation.suite import default_estimators, evaluate_baselines
+    from hybrid_eda.evaluation.suite import default_estimators, evaluate_baselines_on
 
     started = time.perf_counter()
     m = int(args.members)
@@ -269,6 +376,14 @@ def run_variance(args: argparse.Namespace) -> int:
         raise UserInputError(f"--members {m} gives no sample std; use --members 2 or more (e.g. 5)")
     if args.max_iter < 1 or args.max_rows < 100:
         raise UserInputError("--max-iter must be >= 1 and --max-rows >= 100; e.g. --max-iter 200 --max-rows 200000")
+    tests = list(args.test)
+    stds = list(args.test_std) if args.test_std else [None] * len(tests)
+    if len(stds) != len(tests):
+        raise UserInputError(
+            f"{len(stds)} --test-std for {len(tests)} --test paths; give one std store per --test member store, in "
+            "the same order"
+        )
+    shifts = [parse_shift(text) for text in args.shift]
     checkpoints = {"emulator": args.checkpoint, "emulator_no_mp": args.no_mp_checkpoint}
     if args.baselines_only or args.checkpoint is None:
         reason = "--baselines-only" if args.baselines_only else "no CHECKPOINT given"
@@ -277,35 +392,57 @@ def run_variance(args: argparse.Namespace) -> int:
     checkpoints = {name: path for name, path in checkpoints.items() if path is not None}
     predictors = {name: load_emulator_predictor(path) for name, path in checkpoints.items()}
     # the training data first: a bad --test is reported after it, but before any fitting
-    for option, path in (("--train", args.train), ("--test", args.test)):
+    for option, path in (("--train", args.train), *(("--test", path) for path in tests)):
         _kind(path, option)
-    train = load_statistics(args.train, args.train_std, m, "--train")
-    runs = [EmulatorRun(name, predictor) for name, predictor in predictors.items()]
+    _check_shifts(tests[0], shifts)
+    names = _set_names(tests, shifts)
+    train = load_statistics(args.train, args.train_std, m, "--train", dates=args.train_dates)
 
-    def on_members(members, variables):
-        for emulator in runs:
-            emulator(members, variables)
+    def load(path: Path, std: Path | None, shift=None):
+        runs = [EmulatorRun(name, predictor) for name, predictor in predictors.items()]
 
-    test = load_statistics(args.test, args.test_std, m, "--test", on_members=on_members if runs else None)
-    test = _same_fields(train, test)
-    if _overlaps(args.train, args.test, train, test):
-        LOGGER.warning("--train and --test share dates (and seed): the test dates are not held out")
+        def on_members(members, variables):
+            for emulator in runs:
+                emulator(members, variables)
+
+        hook = on_members if runs else None
+        if shift is None:
+            stats, seed = load_statistics(path, std, m, "--test", on_members=hook, dates=args.test_dates), None
+            source = {"source": str(path), "std": None if std is None else str(std), "kind": _kind(path, "--test"),
+                      "overrides": [], "seed": _seed(path)}  # fmt: skip
+        else:
+            stats, config = _shifted_statistics(path, shift, m, on_members=hook, dates=args.test_dates)
+            seed = config.seed
+            source = {"source": str(path), "std": None, "kind": "synthetic", "overrides": list(shift.overrides),
+                      "seed": seed}  # fmt: skip
+        stats = _same_fields(train, stats)
+        if _overlaps(args.train, path, train, stats, seed):
+            LOGGER.warning("--train and test set %s share dates (and seed): it is not held out", path)
+        return stats, runs, source
+
+    loaded = [load(path, std) for path, std in zip(tests, stds, strict=True)]
+    loaded += [load(tests[0], None, shift) for shift in shifts]
     estimators = default_estimators(
-        with_truth=test.has_truth, pooled=not args.no_pooled, max_iter=args.max_iter, max_rows=args.max_rows
-    )
-    evaluation = evaluate_baselines(train, test, estimators)
-    for emulator in runs:
-        evaluation.add(emulator.name, emulator.prediction(test.variables))
-    summary = evaluation.summary()
+        with_truth=any(stats.has_truth for stats, _, _ in loaded), pooled=not args.no_pooled,
+        max_iter=args.max_iter, max_rows=args.max_rows,
+    )  # fmt: skip
+    evaluations = evaluate_baselines_on(train, [stats for stats, _, _ in loaded], estimators)
+    for evaluation, (_, runs, _) in zip(evaluations, loaded, strict=True):
+        for emulator in runs:
+            evaluation.add(emulator.name, emulator.prediction(evaluation.test.variables))
+    summaries = [evaluation.summary() for evaluation in evaluations]
+    evaluation, summary, test = evaluations[0], summaries[0], evaluations[0].test
     field = args.field or default_map_field(test.variables, test.groups)
     if field not in test.variables:
         raise UserInputError(f"--field {field} is not a field of the test data; use one of {', '.join(test.variables)}")
     best = best_prediction(summary["nmse"])
     summary["source"] = {
-        "train": str(args.train), "test": str(args.test),
+        "train": str(args.train), "test": str(tests[0]),
         "train_std": None if args.train_std is None else str(args.train_std),
-        "test_std": None if args.test_std is None else str(args.test_std),
-        "kind": _kind(args.test, "--test"), "floor": test.has_truth,
+        "test_std": None if stds[0] is None else str(stds[0]),
+        "train_dates": None if args.train_dates is None else [d.isoformat() for d in args.train_dates],
+        "test_dates": None if args.test_dates is None else [d.isoformat() for d in args.test_dates],
+        "kind": _kind(tests[0], "--test"), "floor": test.has_truth,
         "checkpoints": {name: str(path) for name, path in checkpoints.items()},
         "baselines_only": not predictors,
     }  # fmt: skip
@@ -313,8 +450,18 @@ def run_variance(args: argparse.Namespace) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     write_maps(evaluation, args.out / "maps.png", field, best)
     write_pit(summary, args.out / "pit.png")
+    if len(summaries) > 1:
+        sources = {name: source for name, (_, _, source) in zip(names, loaded, strict=True)}
+        summary["degradation"] = degradation(dict(zip(names, summaries, strict=True)), names[0], sources)
+        (args.out / "sets").mkdir(exist_ok=True)
+        for name, other in zip(names[1:], summaries[1:], strict=True):
+            other["source"] = {**summary["source"], **sources[name]}
+            (args.out / "sets" / f"{name}.json").write_text(json.dumps(other, indent=1, allow_nan=False))
     summary["timings_s"]["total"] = round(time.perf_counter() - started, 1)
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1, allow_nan=False))
     print(_table(summary))
+    if "degradation" in summary:
+        print(f"\ndegradation on {len(summaries) - 1} other test set(s) ({', '.join(names[1:])}):")
+        print(degradation_table(summary["degradation"]))
     print(f"wrote {args.out / 'summary.json'}, {args.out / 'maps.png'}, {args.out / 'pit.png'}")
     return 0

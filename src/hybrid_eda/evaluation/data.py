@@ -37,6 +37,7 @@ from hybrid_eda.evaluation.floor import check_sizes
 __all__ = [
     "EDAStatistics",
     "config_from_manifest",
+    "date_indices",
     "from_members",
     "from_stores",
     "from_synthetic",
@@ -359,6 +360,29 @@ def std_name(variable: str) -> str:
     return f"{param}_std_{level}" if variable != param else f"{variable}_std"
 
 
+def date_indices(dates: Sequence[datetime], window: tuple[datetime, datetime] | None, what: str) -> np.ndarray:
+    """Indices of the ``dates`` inside ``window = (first, last)`` (inclusive; ``None``: all of them).
+
+    Raises
+    ------
+    UserInputError
+        If no date falls inside the window (the message gives the dates there are).
+    """
+    from hybrid_eda.errors import UserInputError
+
+    if window is None:
+        return np.arange(len(dates))
+    first, last = window
+    picked = np.array([i for i, d in enumerate(dates) if first <= d <= last], dtype=int)
+    if picked.size == 0:
+        span = f"{dates[0].isoformat()} .. {dates[-1].isoformat()}" if len(dates) else "none"
+        raise UserInputError(
+            f"no date of {what} between {first.isoformat()} and {last.isoformat()} (it holds {span}); choose dates "
+            "it holds"
+        )
+    return picked
+
+
 def from_stores(
     members: str | os.PathLike,
     std: str | os.PathLike | None,
@@ -367,18 +391,21 @@ def from_stores(
     on_members: Callable[[np.ndarray], None] | None = None,
     dtype=np.float64,
     max_block_bytes: float = 256 * 2**20,
+    dates: tuple[datetime, datetime] | None = None,
 ) -> EDAStatistics:
     """Statistics of an anemoi-datasets member store (``[date, variable, ensemble, grid]``) and its std store.
 
     ``s_M`` and the mean are those of the store's first ``m`` members; ``s_N`` is read from ``std`` (variables
     ``{param}_std_{level}``, as the ``ensemble-statistics`` filter writes them) or, without one, computed from all
     the store's members. No truth: the floor cannot be computed. ``on_members`` as in :func:`from_synthetic`.
+    ``dates = (first, last)`` keeps the dates of that window (inclusive), e.g. the held-out months of a store
+    built for a whole year.
 
     Raises
     ------
     UserInputError
-        If a path is not a store, the member store has no ensemble dimension or fewer than ``m`` members, or the
-        two stores differ in grid, dates or variables.
+        If a path is not a store, the member store has no ensemble dimension or fewer than ``m`` members, the
+        two stores differ in grid, dates or variables, or no date is in ``dates``.
     """
     from hybrid_eda.errors import UserInputError
 
@@ -418,34 +445,35 @@ def from_stores(
                 "from the std twin of the member store's recipe"
             )
         std_index = [target.name_to_index[std_name(v)] for v in names]
+    all_dates = tuple(np.asarray(d).astype("datetime64[s]").item() for d in ds.dates)
+    picked = date_indices(all_dates, dates, f"the member store {members}")
     read_members = n_ens if target is None else m
     block = max(1, int(max_block_bytes // (read_members * g * 4)))
-    out = {key: np.empty((n_dates, g, n_vars), dtype) for key in ("s_m", "s_n", "mean_m")}
+    out = {key: np.empty((picked.size, g, n_vars), dtype) for key in ("s_m", "s_n", "mean_m")}
     started = time.perf_counter()
-    for i in range(n_dates):
+    for k, i in enumerate(picked):
         seen = np.empty((m, g, n_vars), np.float32) if on_members is not None else None
         for j0 in range(0, n_vars, block):
             j1 = min(n_vars, j0 + block)
-            values = np.asarray(ds[i, j0:j1, :read_members], dtype=np.float64)  # [v, E, G]
+            values = np.asarray(ds[int(i), j0:j1, :read_members], dtype=np.float64)  # [v, E, G]
             part = values[:, :m]
-            out["s_m"][i, :, j0:j1] = part.std(axis=1, ddof=1).T
-            out["mean_m"][i, :, j0:j1] = part.mean(axis=1).T
+            out["s_m"][k, :, j0:j1] = part.std(axis=1, ddof=1).T
+            out["mean_m"][k, :, j0:j1] = part.mean(axis=1).T
             if target is None:
-                out["s_n"][i, :, j0:j1] = values.std(axis=1, ddof=1).T
+                out["s_n"][k, :, j0:j1] = values.std(axis=1, ddof=1).T
             if seen is not None:
                 seen[..., j0:j1] = np.moveaxis(part, 0, -1)
         if target is not None:
-            stored = np.asarray(target[i], dtype=np.float64)  # [V_std, 1, G]
-            out["s_n"][i] = stored[std_index, 0].T
+            stored = np.asarray(target[int(i)], dtype=np.float64)  # [V_std, 1, G]
+            out["s_n"][k] = stored[std_index, 0].T
         if on_members is not None:
             on_members(seen, names)
-        LOGGER.info("store statistics of date %d/%d", i + 1, n_dates)
-    LOGGER.info("%d dates of %s in %.1f s", n_dates, members, time.perf_counter() - started)
+        LOGGER.info("store statistics of %s (%d/%d)", all_dates[i].isoformat(), k + 1, picked.size)
+    LOGGER.info("%d dates of %s in %.1f s", picked.size, members, time.perf_counter() - started)
     if np.any(out["s_n"] <= 0):
         LOGGER.warning("s_N <= 0 at %d points (constant fields?)", int(np.sum(out["s_n"] <= 0)))
     area_weights, grid = _store_area_weights(ds, latitudes, longitudes)
     params, levels = zip(*(_split_name(v) for v in names), strict=True)
-    dates = tuple(np.asarray(d).astype("datetime64[s]").item() for d in ds.dates)
     return EDAStatistics(
         variables=names,
         params=tuple(params),
@@ -456,7 +484,7 @@ def from_stores(
         area_weights=area_weights,
         n=n_ens,
         m=m,
-        dates=dates,
+        dates=tuple(all_dates[i] for i in picked),
         grid=grid or getattr(ds, "resolution", None),
         **out,
     )

@@ -132,9 +132,10 @@ class SpectralSmoother(Smoother):
     def _smooth(self, columns: np.ndarray, length_km: float) -> np.ndarray:
         ell = self.transform.ell
         scale = length_km / EARTH_RADIUS_KM
-        heat = np.exp(-0.5 * ell * (ell + 1) * scale**2)  # [nalm]
-        alm = self.transform.adjoint_synthesis(columns.T * self._weights)  # [T, nalm]: quadrature analysis
-        out = self.transform.synthesis(alm * heat).T  # [G, T]
+        with np.errstate(under="ignore"):  # the heat kernel of long lengths is 0 at high degrees, as it should
+            heat = np.exp(-0.5 * ell * (ell + 1) * scale**2)  # [nalm]
+            alm = self.transform.adjoint_synthesis(columns.T * self._weights)  # [T, nalm]: quadrature analysis
+            out = self.transform.synthesis(alm * heat).T  # [G, T]
         floor = 1e-12 * np.maximum(np.abs(columns).max(axis=0, keepdims=True), 1e-300)
         return np.maximum(out, floor) if (columns >= 0).all() else out
 

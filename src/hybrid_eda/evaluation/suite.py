@@ -32,7 +32,7 @@ from hybrid_eda.evaluation.baselines import (
 from hybrid_eda.evaluation.data import EDAStatistics
 from hybrid_eda.evaluation.scores import gap_closed, improvement_over_filter, nmse, probabilistic_scores
 
-__all__ = ["MODEL_SLOTS", "VarianceEvaluation", "default_estimators", "evaluate_baselines"]
+__all__ = ["MODEL_SLOTS", "VarianceEvaluation", "default_estimators", "evaluate_baselines", "evaluate_baselines_on"]
 
 LOGGER = logging.getLogger(__name__)
 
@@ -163,34 +163,65 @@ def evaluate_baselines(
     ValueError
         If train and test disagree on the fields, the grid or ``M``.
     """
+    return evaluate_baselines_on(train, [test], estimators)[0]
+
+
+def _check_compatible(train: EDAStatistics, test: EDAStatistics) -> None:
     if train.variables != test.variables or train.s_m.shape[1] != test.s_m.shape[1] or train.m != test.m:
         raise ValueError(
             "training and test statistics must have the same fields, grid and M; "
             f"got {len(train.variables)}/{len(test.variables)} fields, {train.s_m.shape[1]}/{test.s_m.shape[1]} "
             f"points, M = {train.m}/{test.m}."
         )
+
+
+def evaluate_baselines_on(
+    train: EDAStatistics, tests: Sequence[EDAStatistics], estimators: Sequence[Estimator] | None = None
+) -> list[VarianceEvaluation]:
+    """Fit every estimator once on ``train`` and add its prediction on each of ``tests`` (one evaluation each).
+
+    The truth-aware estimators (floor, oracle, ``sigma_b``) are skipped on test sets without a truth (stores).
+    An estimator's timing on a test set is its fit plus its prediction there.
+
+    Raises
+    ------
+    ValueError
+        If train and a test set disagree on the fields, the grid or ``M``, or ``tests`` is empty.
+    """
+    if not tests:
+        raise ValueError("no test statistics given; pass at least one held-out set.")
+    for test in tests:
+        _check_compatible(train, test)
     if estimators is None:
-        estimators = default_estimators(with_truth=test.has_truth)
-    evaluation = VarianceEvaluation(test)
+        estimators = default_estimators(with_truth=any(test.has_truth for test in tests))
+    evaluations = [VarianceEvaluation(test) for test in tests]
     smoother = None
     for estimator in estimators:
         if getattr(estimator, "smoother", False) is None and smoother is not None:
             estimator.smoother = smoother  # one smoother (and its cached kernels) for all
         started = time.perf_counter()
-        prediction = estimator.fit(train).predict(test)
-        evaluation.add(estimator.name, prediction, time.perf_counter() - started)
+        estimator.fit(train)
+        fitted = time.perf_counter() - started
+        for evaluation in evaluations:
+            if estimator.needs_truth and not evaluation.test.has_truth:
+                continue
+            started = time.perf_counter()
+            prediction = estimator.predict(evaluation.test)
+            evaluation.add(estimator.name, prediction, fitted + time.perf_counter() - started)
         smoother = getattr(estimator, "smoother", None) or smoother
-        LOGGER.info("%s: %.1f s", estimator.name, time.perf_counter() - started)
-        if isinstance(estimator, BoostedRegression):
-            evaluation.extra.setdefault("regression_settings", {})[estimator.name] = {
-                "flow_features": bool(estimator.flow_),
-                "lengths_km": list(estimator.lengths_km),
-                "flow_lengths_km": list(estimator.flow_lengths_km),
-                **estimator.hgb,
-                "max_rows": estimator.max_rows,
-            }
-        if isinstance(estimator, IsotropicFilter):
-            lengths = map(float, estimator.length_km_)
-            evaluation.extra["filter_length_km"] = dict(zip(test.variables, lengths, strict=True))
-    evaluation.extra["settings_train"] = {"train_dates": len(train.s_n)}
-    return evaluation
+        LOGGER.info("%s: fitted in %.1f s, predicted %d test set(s)", estimator.name, fitted, len(evaluations))
+        for evaluation in evaluations:
+            if isinstance(estimator, BoostedRegression):
+                evaluation.extra.setdefault("regression_settings", {})[estimator.name] = {
+                    "flow_features": bool(estimator.flow_),
+                    "lengths_km": list(estimator.lengths_km),
+                    "flow_lengths_km": list(estimator.flow_lengths_km),
+                    **estimator.hgb,
+                    "max_rows": estimator.max_rows,
+                }
+            if isinstance(estimator, IsotropicFilter):
+                lengths = map(float, estimator.length_km_)
+                evaluation.extra["filter_length_km"] = dict(zip(train.variables, lengths, strict=True))
+    for evaluation in evaluations:
+        evaluation.extra["settings_train"] = {"train_dates": len(train.s_n)}
+    return evaluations
