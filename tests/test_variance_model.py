@@ -14,8 +14,10 @@ from omegaconf import OmegaConf
 
 from hybrid_eda.distributions import LogNormal
 from hybrid_eda.layers import GridGraph, edge_softmax, edge_weighted_sum, member_spread
+from hybrid_eda.layers.grid_features import GridGradient, diffuse
 from hybrid_eda.layers.heads import GaussianHead, LogNormalHead
 from hybrid_eda.models import VarianceEmulatorCore, VarianceEmulatorSettings
+from hybrid_eda.models.variance_emulator import column_levels
 
 N_GRID, K_NEIGHBOURS = 48, 5
 
@@ -36,7 +38,16 @@ def _sphere_graph(n: int = N_GRID, k: int = K_NEIGHBOURS, seed: int = 0) -> tupl
     return torch.from_numpy(np.stack([lat, lon], axis=1)).float(), graph
 
 
-def _core(n_channels: int = 4, use_neighbours: bool = True, rounds: int = 2, seed: int = 0, **kwargs):
+def _core(
+    n_channels: int = 4,
+    use_neighbours: bool = True,
+    rounds: int = 2,
+    seed: int = 0,
+    diffusion_steps: tuple[int, ...] = (1, 2),
+    front_features: bool = True,
+    **kwargs,
+):
+    """A small core; without diffusion steps and front features its reach is ``rounds`` hops."""
     torch.manual_seed(seed)
     coordinates, graph = _sphere_graph()
     core = VarianceEmulatorCore(
@@ -47,7 +58,13 @@ def _core(n_channels: int = 4, use_neighbours: bool = True, rounds: int = 2, see
         node_coordinates=coordinates,
         graph=graph,
         settings=VarianceEmulatorSettings(
-            latent=8, rounds=rounds, heads=2, kernel_hidden=8, use_neighbours=use_neighbours
+            latent=8,
+            rounds=rounds,
+            heads=2,
+            kernel_hidden=8,
+            use_neighbours=use_neighbours,
+            diffusion_steps=diffusion_steps,
+            front_features=front_features,
         ),
         **kwargs,
     )
@@ -136,7 +153,7 @@ def _response(core: VarianceEmulatorCore, point: int) -> torch.Tensor:
 
 
 def test_output_at_a_point_responds_to_its_neighbours():
-    core, graph = _core(rounds=1)
+    core, graph = _core(rounds=1, diffusion_steps=(), front_features=False)
     core = _trained_like(core)
     point = 0
     neighbours = graph.src[graph.dst == point].tolist()
@@ -160,9 +177,77 @@ def test_more_rounds_reach_further():
     _, graph = _core()
     reach = {}
     for rounds in (1, 2):
-        core, _ = _core(rounds=rounds)
+        core, _ = _core(rounds=rounds, diffusion_steps=(), front_features=False)
         reach[rounds] = int((_response(_trained_like(core), point=0) > 0).sum())
     assert reach[1] == K_NEIGHBOURS < reach[2]
+
+
+def _hops(graph: GridGraph, point: int) -> torch.Tensor:
+    """Edges needed to reach ``point`` from every grid point (breadth-first on the incoming edges)."""
+    hops = torch.full((graph.n_nodes,), -1)
+    hops[point], frontier, depth = 0, {point}, 0
+    while frontier:
+        depth += 1
+        reached = {int(s) for s, d in zip(graph.src, graph.dst, strict=True) if int(d) in frontier}
+        frontier = {j for j in reached if hops[j] < 0}
+        hops[list(frontier)] = depth
+    return hops
+
+
+def test_grid_features_reach_as_far_as_their_diffusion_steps():
+    """One round + the log-spread diffused (1, 2) steps: the output at a point moves with the members up to 3 hops
+    away and not beyond; the front indicator (a gradient normalised by its rms over the grid) reaches everywhere."""
+    point = 5  # its component of the small random graph is 5 hops deep
+    _, graph = _core()
+    hops = _hops(graph, point)
+    near, far = (hops >= 0) & (hops <= 3), (hops < 0) | (hops > 3)
+    core, _ = _core(rounds=1, front_features=False)
+    response = _response(_trained_like(core), point)
+    assert torch.all(response[near] > 0) and torch.all(response[far] == 0)
+    core, _ = _core(rounds=1)
+    assert torch.all(_response(_trained_like(core), point)[far] > 0)
+
+
+def test_diffusion_keeps_constants_and_spreads_a_spike_one_hop_per_step():
+    _, graph = _core()
+    constant = torch.full((N_GRID, 2), 3.0)
+    for smoothed in diffuse(constant, graph.src, graph.dst, N_GRID, (1, 5)):
+        torch.testing.assert_close(smoothed, constant)
+    point = 5
+    spike = torch.zeros(N_GRID, 1)
+    spike[point] = 1.0
+    hops = _hops(graph, point)  # edges from each point to `point` = steps from `point` along the reversed edges
+    one, two = diffuse(spike, graph.dst, graph.src, N_GRID, (1, 2))
+    assert torch.equal(one[:, 0] > 0, (hops >= 0) & (hops <= 1))
+    assert torch.equal(two[:, 0] > 0, (hops >= 0) & (hops <= 2))
+    with pytest.raises(ValueError, match="increasing positive"):
+        diffuse(spike, graph.src, graph.dst, N_GRID, (2, 1))
+
+
+def test_grid_gradient_of_a_linear_field_and_a_unit_free_front_indicator():
+    """f = a . xyz on a fine random sphere graph: the gradient is a's tangent part (east, north) to a few % (the
+    chords' radial part is second order), and the front indicator is the same for f and 1000 f - 3."""
+    coordinates, graph = _sphere_graph(n=3000, k=9, seed=2)
+    lat, lon = coordinates[:, 0].double(), coordinates[:, 1].double()
+    a = torch.tensor([0.3, -1.0, 2.0], dtype=torch.float64)
+    xyz = torch.stack([torch.cos(lat) * torch.cos(lon), torch.cos(lat) * torch.sin(lon), torch.sin(lat)], -1)
+    east = torch.stack([-torch.sin(lon), torch.cos(lon), torch.zeros_like(lon)], -1)
+    north = torch.stack([-torch.sin(lat) * torch.cos(lon), -torch.sin(lat) * torch.sin(lon), torch.cos(lat)], -1)
+    gradient = GridGradient(coordinates, graph.src, graph.dst)
+    f = (xyz @ a).float()[:, None]
+    estimate = gradient(f)[:, :, 0].t().double()  # [grid, 2]
+    expected = torch.stack([east @ a, north @ a], -1)
+    error = (estimate - expected).norm(dim=-1) / a.norm()
+    assert error.median() < 0.03
+    front = gradient.front_indicator(f)
+    torch.testing.assert_close(gradient.front_indicator(1e3 * f - 3.0), front, rtol=1e-3, atol=1e-3)
+    assert front.square().mean().item() == pytest.approx(1.0, rel=1e-4)
+
+
+def test_single_level_variable_joins_the_lowest_model_level():
+    variables = ["d", "d", "d", "lnsp", "t", "t", "t"]
+    assert column_levels(variables, [1, 2, 3, 1, 1, 2, 3]) == [1, 2, 3, 3, 1, 2, 3]
+    assert column_levels(["lnsp", "msl"], [1, 0]) == [1, 0]  # only single-level variables: left alone
 
 
 def test_wrong_input_shape_is_explained():

@@ -85,16 +85,22 @@ class GridMessagePassing(nn.Module):
 
     def forward(self, h: torch.Tensor, graph: GridGraph) -> torch.Tensor:
         """``h[grid, batch, channel, latent]`` -> same shape."""
-        values = torch.einsum("gbcd,kde->kgbce", h, self.values).contiguous()  # [heads, grid, batch, channel, width]
+        n_grid, latent = h.shape[0], h.shape[-1]
         if self.use_neighbours:
             weights = edge_softmax(self.kernel(graph.edge_attr), graph.dst, graph.n_nodes)  # [edges, heads]
-            shape = values.shape[1:]
-            agg = sum(
-                edge_weighted_sum(values[k].view(shape[0], -1), weights[:, k], graph.src, graph.dst, graph.n_nodes)
-                for k in range(self.heads)
-            ).view(shape)
+            # All heads in one sparse product: row (k, i) of a [heads * grid, grid] matrix holds kernel k at i,
+            # so the smoothed tokens come out as [heads, grid * batch * channel, latent] without copies.
+            offsets = torch.arange(self.heads, device=h.device)[:, None] * graph.n_nodes
+            smoothed = edge_weighted_sum(
+                h.reshape(n_grid, -1),
+                weights.t().reshape(-1),
+                graph.src.repeat(self.heads),
+                (offsets + graph.dst).reshape(-1),
+                self.heads * graph.n_nodes,
+            ).view(self.heads, -1, latent)
+            agg = torch.bmm(smoothed, self.values).sum(dim=0).view(*h.shape[:-1], -1)
         else:
-            agg = values.sum(dim=0)
+            agg = h @ self.values.sum(dim=0)
         return self.update(h, self.self_map(h) + agg)
 
 

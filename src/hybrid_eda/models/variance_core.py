@@ -6,7 +6,9 @@ Glossary: N members in the full EDA, M fed to the emulator; a *channel* is one v
     members[b, M, grid, channel]   (physical units)
       -> pooled over members (order-free, any M >= 2): debiased log s_M, ensemble mean      (layers.set_pooling)
       -> token features: log s_M minus a reference log-spread per channel (unit-free), standardised ensemble
-         mean, the log-spread noise of M members; + channel embedding + point embedding (lat/lon)
+         mean, the log-spread noise of M members, the log-spread diffused over the grid at a few scales (up to
+         ~2,000 km) and the front indicator of the ensemble mean (its gradient magnitude relative to the grid's
+         rms); + channel embedding + point embedding (lat/lon)                            (layers.grid_features)
       -> R x [message passing on the data grid (learned smoothing kernels), column mixing]   (layers.blocks)
       -> per token: c = log s_M + delta (log s_N estimate), r (raw width)
       -> head: distribution tensor [b, 2, grid, channel] in the target's units                (layers.heads)
@@ -28,11 +30,17 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from hybrid_eda.layers.blocks import ColumnMixing, GridGraph, GridMessagePassing, TokenMLP
+from hybrid_eda.layers.grid_features import GridGradient, diffuse
 from hybrid_eda.layers.heads import DistributionHead, LogNormalHead
 from hybrid_eda.layers.set_pooling import member_spread
 
-#: Features per token before the embedding: centred log-spread, standardised mean, log-spread noise.
-N_TOKEN_FEATURES = 3
+#: Pointwise features per token: centred log-spread, standardised mean, log-spread noise.
+N_POINT_FEATURES = 3
+#: Front features per token: the front indicator F of the ensemble mean and log(F + FRONT_OFFSET).
+N_FRONT_FEATURES = 2
+FRONT_OFFSET = 0.1
+#: Largest front indicator passed on (a few grid points have F ~ 10 where the rms gradient is tiny).
+FRONT_CAP = 10.0
 #: Width the untrained head predicts (relative spread of s_N given s_M, about that of M = 5 members).
 INITIAL_WIDTH = 0.3
 
@@ -53,8 +61,14 @@ class VarianceEmulatorSettings:
         Hidden size of the MLP from edge attributes to kernel logits.
     hidden_ratio : int
         Hidden width of the token updates, in units of ``latent`` (compute grows with it; 1 on CPUs).
+    diffusion_steps : tuple of int
+        Steps of the fixed grid diffusion whose results (of the log-spread) are token features; the radius grows
+        like ``sqrt(steps)`` grid lengths (O32: 4, 16, 48 steps ~ 600, 1,200, 2,000 km). Empty: none.
+    front_features : bool
+        Pass the ensemble mean's front indicator (gradient magnitude over its grid rms) as token features.
     use_neighbours : bool
-        False: the no-message-passing ablation (same parameters, each point sees only itself).
+        False: the no-message-passing ablation (same parameters, each point sees only itself: no learned
+        messages, the diffused features are the point's own log-spread, the front features zero).
     gradient_checkpointing : bool
         Recompute each round in the backward pass (memory for time; for N80 x 137 levels on GPUs).
     """
@@ -64,6 +78,8 @@ class VarianceEmulatorSettings:
     heads: int = 4
     kernel_hidden: int = 16
     hidden_ratio: int = 1
+    diffusion_steps: tuple[int, ...] = (4, 16, 48)
+    front_features: bool = True
     use_neighbours: bool = True
     gradient_checkpointing: bool = False
 
@@ -72,6 +88,15 @@ class VarianceEmulatorSettings:
             if int(getattr(self, name)) < 1:
                 msg = f"emulator setting {name} must be >= 1, got {getattr(self, name)}"
                 raise ValueError(msg)
+        object.__setattr__(self, "diffusion_steps", tuple(int(n) for n in self.diffusion_steps))
+        if list(self.diffusion_steps) != sorted(set(self.diffusion_steps)) or any(n < 1 for n in self.diffusion_steps):
+            msg = f"diffusion_steps must be increasing positive integers, got {self.diffusion_steps}"
+            raise ValueError(msg)
+
+    @property
+    def n_token_features(self) -> int:
+        """Features per token before the embedding."""
+        return N_POINT_FEATURES + len(self.diffusion_steps) + (N_FRONT_FEATURES if self.front_features else 0)
 
 
 class VarianceEmulatorCore(nn.Module):
@@ -136,8 +161,12 @@ class VarianceEmulatorCore(nn.Module):
         self.register_buffer("edge_dst", graph.dst.long())
         self.register_buffer("edge_attr", graph.edge_attr.float())  # [edges, edge_dim]
 
+        self.gradient = (
+            GridGradient(node_coordinates.float(), graph.src, graph.dst) if settings.front_features else None
+        )
+
         latent = settings.latent
-        self.token_embedding = nn.Linear(N_TOKEN_FEATURES, latent)
+        self.token_embedding = nn.Linear(settings.n_token_features, latent)
         self.channel_embedding = nn.Parameter(torch.randn(n_channels, latent) * 0.1)
         self.point_embedding = nn.Linear(point_features.shape[-1], latent, bias=False)
         self.message_passing = nn.ModuleList(
@@ -169,6 +198,30 @@ class VarianceEmulatorCore(nn.Module):
         h = self.message_passing[index](h, self.graph)
         return self.column_mixing[index](h)
 
+    def _grid_features(self, centred: torch.Tensor, mean: torch.Tensor) -> list[torch.Tensor]:
+        """Diffused log-spreads and front features, each ``[b, grid, channel]``, from ``centred`` and ``mean``."""
+        steps, features = self.settings.diffusion_steps, []
+        if not self.settings.use_neighbours:
+            features += [centred] * len(steps)
+            if self.settings.front_features:
+                features += [torch.zeros_like(centred)] * N_FRONT_FEATURES
+            return features
+
+        def grid_major(x: torch.Tensor) -> torch.Tensor:
+            return x.transpose(0, 1).reshape(self.n_grid, -1)  # [grid, b * channel]
+
+        def back(x: torch.Tensor) -> torch.Tensor:
+            return x.view(self.n_grid, centred.shape[0], -1).transpose(0, 1)
+
+        if steps:
+            features += [
+                back(x) for x in diffuse(grid_major(centred), self.edge_src, self.edge_dst, self.n_grid, steps)
+            ]
+        if self.gradient is not None:
+            front = back(self.gradient.front_indicator(grid_major(mean))).clamp_max(FRONT_CAP)
+            features += [front, torch.log(front + FRONT_OFFSET)]
+        return features
+
     def forward(self, members: torch.Tensor, log_target_mul: torch.Tensor | None = None) -> torch.Tensor:
         """Distribution of ``s_N`` per point and channel.
 
@@ -195,7 +248,8 @@ class VarianceEmulatorCore(nn.Module):
         centred = log_spread - self.log_spread_reference  # unit-free, pointwise
         mean = (stats.mean - self.input_mean) / self.input_std
         noise = torch.full_like(centred, stats.noise)
-        features = torch.stack([centred, mean, noise], dim=-1).transpose(0, 1)  # [grid, b, channel, 3]
+        features = torch.stack([centred, mean, noise, *self._grid_features(centred, mean)], dim=-1)
+        features = features.transpose(0, 1)  # [grid, b, channel, features]
         h = (
             self.token_embedding(features)
             + self.channel_embedding

@@ -60,6 +60,20 @@ def split_channel_name(name: str) -> tuple[str, int]:
     return name, 0
 
 
+def column_levels(variables: list[str], levels: list[int]) -> list[int]:
+    """The level group of each channel: its level, except that a single-level variable (``lnsp_1``) among
+    multi-level ones joins the lowest model level (the largest level number, ECMWF's model levels counting down
+    from the top), whose errors it shares (surface pressure lives at the surface, not at model level 1)."""
+    per_variable: dict[str, set[int]] = {}
+    for variable, level in zip(variables, levels, strict=True):
+        per_variable.setdefault(variable, set()).add(level)
+    multi = [level for variable, level in zip(variables, levels, strict=True) if len(per_variable[variable]) > 1]
+    if not multi:
+        return list(levels)
+    lowest = max(multi)
+    return [lowest if len(per_variable[v]) == 1 else level for v, level in zip(variables, levels, strict=True)]
+
+
 def _codes(values: list[Any]) -> torch.Tensor:
     table = {value: code for code, value in enumerate(dict.fromkeys(values))}
     return torch.tensor([table[value] for value in values], dtype=torch.long)
@@ -181,7 +195,7 @@ class VarianceEmulator(nn.Module):
         )
         head_cfg = cfg.get("head") or {"_target_": "hybrid_eda.layers.LogNormalHead"}
         self.core = VarianceEmulatorCore(
-            channel_level=_codes(list(levels)),
+            channel_level=_codes(column_levels(list(variables), list(levels))),
             channel_variable=_codes(list(variables)),
             input_mean=torch.as_tensor(stats_in["mean"][data_in]),
             input_std=torch.as_tensor(stats_in["stdev"][data_in]),
