@@ -166,8 +166,9 @@ def test_output_at_a_point_responds_to_its_neighbours():
     assert torch.all(response[far] == 0)
 
 
-def test_no_message_passing_sees_only_the_point_itself():
-    core, _ = _core(use_neighbours=False)
+@pytest.mark.parametrize("front_reference", [None, torch.tensor([1, 1, -1, 1])])
+def test_no_message_passing_sees_only_the_point_itself(front_reference):
+    core, _ = _core(use_neighbours=False, front_reference=front_reference)
     response = _response(_trained_like(core), point=0)
     assert response[0] > 0
     assert torch.all(response[1:] == 0)
@@ -345,6 +346,24 @@ def test_shipped_config_no_mp_switch():
     model_config, targets = _shipped_model_config("variance_emulator_synthetic", 2, ["model.emulator_no_mp=True"])
     model = _emulator(model_config, 2, targets)
     assert not any(block.use_neighbours for block in model.core.message_passing)
+
+
+def test_front_reference_is_the_temperature_of_the_channels_column():
+    model_config, targets = _shipped_model_config(
+        "variance_emulator_synthetic", 3, ["model.model.front_reference=t", "model.model.front_features=True"]
+    )
+    model = _emulator(model_config, 3, targets)
+    names = model.input_names
+    reference = [names[i] for i in model.core.front_reference.tolist()]
+    expected = {"d_2": "t_2", "t_3": "t_3", "lnsp_1": "t_3", "q_1": "t_1"}  # lnsp: the lowest model level
+    assert {n: r for n, r in zip(names, reference, strict=True) if n in expected} == expected
+    core = model.core
+    assert core.token_embedding.in_features == core.settings.n_token_features + 2
+    model_config, targets = _shipped_model_config(
+        "variance_emulator_synthetic", 3, ["model.model.front_reference=w", "model.model.front_features=True"]
+    )
+    with pytest.raises(ValueError, match="front_reference 'w' is not among the variables"):
+        _emulator(model_config, 3, targets)
 
 
 def test_target_on_another_grid_is_explained():

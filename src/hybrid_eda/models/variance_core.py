@@ -108,6 +108,9 @@ class VarianceEmulatorCore(nn.Module):
         Level group and variable group of each channel, long ``[channel]`` (0-based codes).
     input_mean, input_std : torch.Tensor
         Physical mean and std of each channel's field ``[channel]``, to standardise the ensemble mean.
+    front_reference : torch.Tensor, optional
+        For each channel, the channel whose front indicator it also sees ``[channel]`` (long; e.g. the
+        temperature of its level, whose gradient marks fronts for every variable), -1 for none; default none.
     spread_reference : torch.Tensor, optional
         A typical spread of each channel ``[channel]`` (physical units; e.g. the target store's mean of s_N), to
         make the log-spread feature unit-free; default 1.
@@ -131,6 +134,7 @@ class VarianceEmulatorCore(nn.Module):
         node_coordinates: torch.Tensor,
         graph: GridGraph,
         spread_reference: torch.Tensor | None = None,
+        front_reference: torch.Tensor | None = None,
         settings: VarianceEmulatorSettings | None = None,
         head: DistributionHead | None = None,
     ) -> None:
@@ -166,7 +170,18 @@ class VarianceEmulatorCore(nn.Module):
         )
 
         latent = settings.latent
-        self.token_embedding = nn.Linear(settings.n_token_features, latent)
+        n_features = settings.n_token_features
+        if front_reference is not None and settings.front_features:
+            front_reference = torch.as_tensor(front_reference, dtype=torch.long)
+            if front_reference.shape != (n_channels,) or bool((front_reference >= n_channels).any()):
+                msg = f"front_reference must give one channel index (or -1) per channel, got {front_reference}"
+                raise ValueError(msg)
+            own = torch.arange(n_channels)
+            self.register_buffer("front_reference", torch.where(front_reference < 0, own, front_reference))
+            n_features += N_FRONT_FEATURES
+        else:
+            self.front_reference = None
+        self.token_embedding = nn.Linear(n_features, latent)
         self.channel_embedding = nn.Parameter(torch.randn(n_channels, latent) * 0.1)
         self.point_embedding = nn.Linear(point_features.shape[-1], latent, bias=False)
         self.message_passing = nn.ModuleList(
@@ -204,7 +219,8 @@ class VarianceEmulatorCore(nn.Module):
         if not self.settings.use_neighbours:
             features += [centred] * len(steps)
             if self.settings.front_features:
-                features += [torch.zeros_like(centred)] * N_FRONT_FEATURES
+                n_front = N_FRONT_FEATURES * (1 if self.front_reference is None else 2)
+                features += [torch.zeros_like(centred)] * n_front
             return features
 
         def grid_major(x: torch.Tensor) -> torch.Tensor:
@@ -220,6 +236,9 @@ class VarianceEmulatorCore(nn.Module):
         if self.gradient is not None:
             front = back(self.gradient.front_indicator(grid_major(mean))).clamp_max(FRONT_CAP)
             features += [front, torch.log(front + FRONT_OFFSET)]
+            if self.front_reference is not None:
+                front = front.index_select(-1, self.front_reference)
+                features += [front, torch.log(front + FRONT_OFFSET)]
         return features
 
     def forward(self, members: torch.Tensor, log_target_mul: torch.Tensor | None = None) -> torch.Tensor:

@@ -26,6 +26,9 @@ spread cannot have its mean subtracted). The model config block::
         heads: 4
         kernel_hidden: 16
         hidden_ratio: 1
+        diffusion_steps: [4, 16, 48]
+        front_features: True
+        front_reference: t          # every channel also sees the front indicator of its level's temperature
         gradient_checkpointing: False
       emulator_no_mp: False          # True: the ablation without message passing
 """
@@ -188,6 +191,18 @@ class VarianceEmulator(nn.Module):
         graph = GridGraph(edges.edge_index[0], edges.edge_index[1], edge_attr, node_coordinates.shape[0])
 
         variables, levels = zip(*(split_channel_name(name) for name in matched), strict=True)
+        groups = column_levels(list(variables), list(levels))
+        front_reference = None
+        reference = cfg.get("front_reference")
+        if reference:
+            where = {(v, g): c for c, (v, g) in enumerate(zip(variables, groups, strict=True))}
+            front_reference = torch.tensor([where.get((str(reference), g), -1) for g in groups])
+            if bool((front_reference < 0).all()):
+                msg = (
+                    f"model.model.front_reference {reference!r} is not among the variables "
+                    f"{sorted(set(variables))}; name one of them (e.g. t) or set it to null"
+                )
+                raise ValueError(msg)
         stats_in = statistics[self.input_dataset]
         settings = VarianceEmulatorSettings(
             **{name: cfg[name] for name in _SETTINGS if name in cfg},
@@ -195,13 +210,14 @@ class VarianceEmulator(nn.Module):
         )
         head_cfg = cfg.get("head") or {"_target_": "hybrid_eda.layers.LogNormalHead"}
         self.core = VarianceEmulatorCore(
-            channel_level=_codes(column_levels(list(variables), list(levels))),
+            channel_level=_codes(groups),
             channel_variable=_codes(list(variables)),
             input_mean=torch.as_tensor(stats_in["mean"][data_in]),
             input_std=torch.as_tensor(stats_in["stdev"][data_in]),
             node_coordinates=node_coordinates,
             graph=graph,
             spread_reference=torch.as_tensor(statistics[self.target_dataset]["mean"][data_out]),
+            front_reference=front_reference,
             settings=settings,
             head=instantiate(head_cfg),
         )
