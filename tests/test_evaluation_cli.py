@@ -223,6 +223,29 @@ def test_store_errors(stores, tmp_path, capsys):
     assert "holds only 6 members" in err
 
 
+def test_a_field_subset_of_a_store_is_the_same_statistics(stores, tmp_path, capsys):
+    """``fields`` keeps some variables' statistics (the members passed on are still all of them)."""
+    from hybrid_eda.errors import UserInputError
+    from hybrid_eda.evaluation.data import from_stores
+
+    _, members, std = stores
+    seen = []
+    for target in (std, None):
+        full = from_stores(members, target, 3)
+        part = from_stores(members, target, 3, fields=["t_1", "lnsp_1"], on_members=lambda x, names: seen.append(x))
+        reference = full.select_fields(["t_1", "lnsp_1"])
+        assert part.variables == ("t_1", "lnsp_1") and part.groups == reference.groups
+        for name in ("s_m", "s_n", "mean_m"):
+            np.testing.assert_array_equal(getattr(part, name), getattr(reference, name), err_msg=name)
+    assert seen[0].shape == (3, full.s_m.shape[1], 6)  # [M, G, every field]
+    with pytest.raises(UserInputError, match="has no field t_9"):
+        from_stores(members, std, 3, fields=["t_9"])
+    code, _, err = _run(capsys, "--train", members, "--train-std", std, "--test", members, "--test-std", std,
+                        "--fields", "t_1", "q_1", "--members", 3, "--no-pooled", *FAST, "--out", tmp_path)  # fmt: skip
+    assert code == 0, err
+    assert _summary(tmp_path)["settings"]["fields"] == ["t_1", "q_1"]
+
+
 def test_stores_on_different_grids(stores, tmp_path):
     from hybrid_eda.errors import UserInputError
     from hybrid_eda.evaluation.data import from_stores
@@ -296,6 +319,7 @@ def test_shift_and_test_set_errors(folders, stores, tmp_path, capsys):
     assert "is not FIRST/LAST with ISO dates, FIRST <= LAST" in capsys.readouterr().err
     err = _error(capsys, *base, "--test-dates", "2024-01-01/2024-01-02")
     assert "no date of the synthetic EDA" in err and "between 2024-01-01T00:00:00" in err
+    assert "--fields t_7: not a field of" in _error(capsys, *base, "--fields", "t_1", "t_7")
     assert not (tmp_path / "out" / "summary.json").exists()
 
 

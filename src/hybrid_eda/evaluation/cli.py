@@ -80,6 +80,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="training dates only in this window, e.g. 2023-01-01/2023-09-30 (inclusive)")  # fmt: skip
     parser.add_argument("--test-dates", type=date_window, default=None, metavar="FIRST/LAST",
                         help="test dates only in this window (every --test), e.g. 2023-11-01/2023-12-31")  # fmt: skip
+    parser.add_argument("--fields", nargs="+", default=None, metavar="NAME",
+                        help="score these fields only, e.g. t_137 t_96 q_137 lnsp_1 (the emulator still sees every "
+                        "field); keeps N80 x 137-level stores in memory")  # fmt: skip
     parser.add_argument("--shift", action="append", default=[], metavar="NAME=SECTION.KEY=VALUE[,...]",
                         help="also test on the first (synthetic) --test EDA regenerated with other physics, as "
                         "`hybrid-eda synthetic --set` (same dates and seed unless seed=N is an item), e.g. "
@@ -171,9 +174,23 @@ def _synthetic_dates(path: Path, window) -> list[int] | None:
     return date_indices(config.dates, window, f"the synthetic EDA {path}").tolist()
 
 
-def load_statistics(path: Path, std: Path | None, m: int, option: str, on_members=None, dates=None):
+def _select(stats, fields, path: Path):
+    from hybrid_eda.errors import UserInputError
+
+    if fields is None:
+        return stats
+    unknown = [f for f in fields if f not in stats.variables]
+    if unknown:
+        raise UserInputError(
+            f"--fields {' '.join(unknown[:5])}: not a field of {path}; choose among {', '.join(stats.variables[:8])}"
+            f"{' ...' if len(stats.variables) > 8 else ''}"
+        )
+    return stats.select_fields(fields)
+
+
+def load_statistics(path: Path, std: Path | None, m: int, option: str, on_members=None, dates=None, fields=None):
     """:class:`~hybrid_eda.evaluation.data.EDAStatistics` of a synthetic EDA folder or a member/std store pair
-    (``dates``: a ``(first, last)`` window or ``None``)."""
+    (``dates``: a ``(first, last)`` window or ``None``; ``fields``: the fields to keep or ``None``)."""
     from hybrid_eda.errors import UserInputError
     from hybrid_eda.evaluation.data import from_stores, from_synthetic_folder
 
@@ -184,19 +201,21 @@ def load_statistics(path: Path, std: Path | None, m: int, option: str, on_member
                 f"{option}-std is for member stores; {path} is a synthetic EDA whose s_N is known (drop {option}-std)"
             )
         _check_synthetic_members(path, m, option)
-        return from_synthetic_folder(path, m, _synthetic_dates(path, dates), on_members=on_members)
+        stats = from_synthetic_folder(path, m, _synthetic_dates(path, dates), on_members=on_members)
+        return _select(stats, fields, path)
     if std is not None:
         _kind(std, f"{option}-std")
-    return from_stores(path, std, m, on_members=on_members, dates=dates)
+    return from_stores(path, std, m, on_members=on_members, dates=dates, fields=fields)
 
 
-def _shifted_statistics(path: Path, shift, m: int, on_members=None, dates=None):
+def _shifted_statistics(path: Path, shift, m: int, on_members=None, dates=None, fields=None):
     """The statistics of the synthetic EDA ``path`` regenerated with the physics of ``shift`` (in memory)."""
     from hybrid_eda.evaluation.data import config_from_manifest, from_synthetic
     from hybrid_eda.evaluation.degradation import shifted_config
 
     config = shifted_config(config_from_manifest(json.loads((path / "manifest.json").read_text())), shift)
-    return from_synthetic(config, m, _synthetic_dates(path, dates), on_members=on_members), config
+    stats = from_synthetic(config, m, _synthetic_dates(path, dates), on_members=on_members)
+    return _select(stats, fields, path), config
 
 
 def _same_fields(train, test):
@@ -396,7 +415,7 @@ def run_variance(args: argparse.Namespace) -> int:
         _kind(path, option)
     _check_shifts(tests[0], shifts)
     names = _set_names(tests, shifts)
-    train = load_statistics(args.train, args.train_std, m, "--train", dates=args.train_dates)
+    train = load_statistics(args.train, args.train_std, m, "--train", dates=args.train_dates, fields=args.fields)
 
     def load(path: Path, std: Path | None, shift=None):
         runs = [EmulatorRun(name, predictor) for name, predictor in predictors.items()]
@@ -407,11 +426,12 @@ def run_variance(args: argparse.Namespace) -> int:
 
         hook = on_members if runs else None
         if shift is None:
-            stats, seed = load_statistics(path, std, m, "--test", on_members=hook, dates=args.test_dates), None
+            stats = load_statistics(path, std, m, "--test", on_members=hook, dates=args.test_dates, fields=args.fields)
+            seed = None
             source = {"source": str(path), "std": None if std is None else str(std), "kind": _kind(path, "--test"),
                       "overrides": [], "seed": _seed(path)}  # fmt: skip
         else:
-            stats, config = _shifted_statistics(path, shift, m, on_members=hook, dates=args.test_dates)
+            stats, config = _shifted_statistics(path, shift, m, hook, args.test_dates, args.fields)
             seed = config.seed
             source = {"source": str(path), "std": None, "kind": "synthetic", "overrides": list(shift.overrides),
                       "seed": seed}  # fmt: skip
@@ -442,6 +462,7 @@ def run_variance(args: argparse.Namespace) -> int:
         "test_std": None if stds[0] is None else str(stds[0]),
         "train_dates": None if args.train_dates is None else [d.isoformat() for d in args.train_dates],
         "test_dates": None if args.test_dates is None else [d.isoformat() for d in args.test_dates],
+        "fields": args.fields,
         "kind": _kind(tests[0], "--test"), "floor": test.has_truth,
         "checkpoints": {name: str(path) for name, path in checkpoints.items()},
         "baselines_only": not predictors,
