@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 
 from hybrid_eda.distributions import LogNormal
 from hybrid_eda.layers import GridGraph, edge_softmax, edge_weighted_sum, member_spread
-from hybrid_eda.layers.grid_features import GridGradient, diffuse
+from hybrid_eda.layers.grid_features import GridGradient, LatitudeRings, diffuse
 from hybrid_eda.layers.heads import GaussianHead, LogNormalHead
 from hybrid_eda.models import VarianceEmulatorCore, VarianceEmulatorSettings
 from hybrid_eda.models.variance_emulator import column_levels
@@ -65,6 +65,7 @@ def _core(
             use_neighbours=use_neighbours,
             diffusion_steps=diffusion_steps,
             front_features=front_features,
+            front_zonal_anomaly=False,  # random points: every latitude ring has one point
         ),
         **kwargs,
     )
@@ -243,6 +244,15 @@ def test_grid_gradient_of_a_linear_field_and_a_unit_free_front_indicator():
     front = gradient.front_indicator(f)
     torch.testing.assert_close(gradient.front_indicator(1e3 * f - 3.0), front, rtol=1e-3, atol=1e-3)
     assert front.square().mean().item() == pytest.approx(1.0, rel=1e-4)
+
+
+def test_zonal_anomaly_removes_fields_of_latitude_only():
+    latitudes = torch.tensor([0.5, 0.5, 0.5, -0.2, -0.2, 1.0])
+    rings = LatitudeRings(latitudes)
+    f = torch.stack([torch.cos(3 * latitudes), latitudes**2], -1)  # [grid, 2], functions of latitude only
+    torch.testing.assert_close(rings.anomaly(f), torch.zeros_like(f))
+    g = torch.tensor([1.0, 2.0, 6.0, -1.0, 1.0, 5.0])[:, None]
+    torch.testing.assert_close(rings.anomaly(g)[:, 0], torch.tensor([-2.0, -1.0, 3.0, -1.0, 1.0, 0.0]))
 
 
 def test_single_level_variable_joins_the_lowest_model_level():

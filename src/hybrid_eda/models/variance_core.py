@@ -7,8 +7,8 @@ Glossary: N members in the full EDA, M fed to the emulator; a *channel* is one v
       -> pooled over members (order-free, any M >= 2): debiased log s_M, ensemble mean      (layers.set_pooling)
       -> token features: log s_M minus a reference log-spread per channel (unit-free), standardised ensemble
          mean, the log-spread noise of M members, the log-spread diffused over the grid at a few scales (up to
-         ~2,000 km) and the front indicator of the ensemble mean (its gradient magnitude relative to the grid's
-         rms); + channel embedding + point embedding (lat/lon)                            (layers.grid_features)
+         ~2,000 km) minus the point's own, and the front indicator of the ensemble mean (its gradient magnitude
+         relative to the grid's rms); + channel embedding + point embedding (lat/lon)  (layers.grid_features)
       -> R x [message passing on the data grid (learned smoothing kernels), column mixing]   (layers.blocks)
       -> per token: c = log s_M + delta (log s_N estimate), r (raw width)
       -> head: distribution tensor [b, 2, grid, channel] in the target's units                (layers.heads)
@@ -30,7 +30,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from hybrid_eda.layers.blocks import ColumnMixing, GridGraph, GridMessagePassing, TokenMLP
-from hybrid_eda.layers.grid_features import GridGradient, diffuse
+from hybrid_eda.layers.grid_features import GridGradient, LatitudeRings, diffuse
 from hybrid_eda.layers.heads import DistributionHead, LogNormalHead
 from hybrid_eda.layers.set_pooling import member_spread
 
@@ -66,9 +66,12 @@ class VarianceEmulatorSettings:
         like ``sqrt(steps)`` grid lengths (O32: 4, 16, 48 steps ~ 600, 1,200, 2,000 km). Empty: none.
     front_features : bool
         Pass the ensemble mean's front indicator (gradient magnitude over its grid rms) as token features.
+    front_zonal_anomaly : bool
+        Take the front indicator of the mean's zonal anomaly (minus its latitude-ring mean; the climatological
+        meridional gradient removed) rather than of the mean itself.
     use_neighbours : bool
         False: the no-message-passing ablation (same parameters, each point sees only itself: no learned
-        messages, the diffused features are the point's own log-spread, the front features zero).
+        messages, the diffused-minus-own and front features zero).
     gradient_checkpointing : bool
         Recompute each round in the backward pass (memory for time; for N80 x 137 levels on GPUs).
     """
@@ -80,6 +83,7 @@ class VarianceEmulatorSettings:
     hidden_ratio: int = 1
     diffusion_steps: tuple[int, ...] = (4, 16, 48)
     front_features: bool = True
+    front_zonal_anomaly: bool = True
     use_neighbours: bool = True
     gradient_checkpointing: bool = False
 
@@ -92,6 +96,11 @@ class VarianceEmulatorSettings:
         if list(self.diffusion_steps) != sorted(set(self.diffusion_steps)) or any(n < 1 for n in self.diffusion_steps):
             msg = f"diffusion_steps must be increasing positive integers, got {self.diffusion_steps}"
             raise ValueError(msg)
+
+    def __setstate__(self, state: dict) -> None:
+        """Settings pickled before the grid features existed (in a checkpoint) mean a model without them."""
+        state = {"diffusion_steps": (), "front_features": False, "front_zonal_anomaly": False, **state}
+        object.__setattr__(self, "__dict__", state)
 
     @property
     def n_token_features(self) -> int:
@@ -165,9 +174,11 @@ class VarianceEmulatorCore(nn.Module):
         self.register_buffer("edge_dst", graph.dst.long())
         self.register_buffer("edge_attr", graph.edge_attr.float())  # [edges, edge_dim]
 
-        self.gradient = (
-            GridGradient(node_coordinates.float(), graph.src, graph.dst) if settings.front_features else None
-        )
+        self.gradient = self.rings = None
+        if settings.front_features:
+            self.gradient = GridGradient(node_coordinates.float(), graph.src, graph.dst)
+            if settings.front_zonal_anomaly:
+                self.rings = LatitudeRings(node_coordinates[:, 0])
 
         latent = settings.latent
         n_features = settings.n_token_features
@@ -205,6 +216,14 @@ class VarianceEmulatorCore(nn.Module):
         with torch.no_grad():
             last.bias.copy_(torch.tensor([0.0, self.head.raw_width(INITIAL_WIDTH)]))
 
+    def __setstate__(self, state: dict) -> None:
+        """Models pickled (in a checkpoint) before the grid features existed have none."""
+        super().__setstate__(state)
+        self._modules.setdefault("gradient", None)
+        self._modules.setdefault("rings", None)
+        if "front_reference" not in self._buffers:
+            self.__dict__.setdefault("front_reference", None)
+
     @property
     def graph(self) -> GridGraph:
         return GridGraph(self.edge_src, self.edge_dst, self.edge_attr, self.n_grid)
@@ -214,12 +233,13 @@ class VarianceEmulatorCore(nn.Module):
         return self.column_mixing[index](h)
 
     def _grid_features(self, centred: torch.Tensor, mean: torch.Tensor) -> list[torch.Tensor]:
-        """Diffused log-spreads and front features, each ``[b, grid, channel]``, from ``centred`` and ``mean``."""
+        """Diffused-minus-own log-spreads and front features, ``[b, grid, channel]`` each, of ``centred, mean``."""
         steps, features = self.settings.diffusion_steps, []
+        reference = self.front_reference
         if not self.settings.use_neighbours:
-            features += [centred] * len(steps)
+            features += [torch.zeros_like(centred)] * len(steps)
             if self.settings.front_features:
-                n_front = N_FRONT_FEATURES * (1 if self.front_reference is None else 2)
+                n_front = N_FRONT_FEATURES * (1 if reference is None else 2)
                 features += [torch.zeros_like(centred)] * n_front
             return features
 
@@ -230,14 +250,14 @@ class VarianceEmulatorCore(nn.Module):
             return x.view(self.n_grid, centred.shape[0], -1).transpose(0, 1)
 
         if steps:
-            features += [
-                back(x) for x in diffuse(grid_major(centred), self.edge_src, self.edge_dst, self.n_grid, steps)
-            ]
+            diffused = diffuse(grid_major(centred), self.edge_src, self.edge_dst, self.n_grid, steps)
+            features += [back(x) - centred for x in diffused]  # anomalies: O(noise), whatever the field
         if self.gradient is not None:
-            front = back(self.gradient.front_indicator(grid_major(mean))).clamp_max(FRONT_CAP)
+            flow = grid_major(mean) if self.rings is None else self.rings.anomaly(grid_major(mean))
+            front = back(self.gradient.front_indicator(flow)).clamp_max(FRONT_CAP)
             features += [front, torch.log(front + FRONT_OFFSET)]
-            if self.front_reference is not None:
-                front = front.index_select(-1, self.front_reference)
+            if reference is not None:
+                front = front.index_select(-1, reference)
                 features += [front, torch.log(front + FRONT_OFFSET)]
         return features
 
