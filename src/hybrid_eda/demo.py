@@ -18,6 +18,7 @@ LOGGER = logging.getLogger(__name__)
 DEMO_STEPS: tuple[tuple[str, str], ...] = (
     ("Lorenz-96 EDA testbed", "hybrid_eda.l96.cli:demo"),
     ("Synthetic global EDA -> anemoi-datasets stores", "hybrid_eda.synthetic.demo:demo"),
+    ("Variance emulator: anemoi-training train, evaluated on held-out dates", "hybrid_eda.evaluation.demo:demo"),
 )
 
 
