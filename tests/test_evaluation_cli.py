@@ -314,6 +314,7 @@ def test_shift_and_test_set_errors(folders, stores, tmp_path, capsys):
     assert "--shift regenerates the first --test as a synthetic EDA" in err
     err = _error(capsys, "--train", members, "--test", members, members, "--test-std", std, *out)
     assert "1 --test-std for 2 --test paths" in err
+    assert "give the checkpoint first" in _error(capsys, "--train", train, "--test", test, tmp_path / "e.ckpt", *out)
     with pytest.raises(SystemExit, match="2"):  # argparse's usage error
         _run(capsys, *base, "--test-dates", "2023-01-02/2023-01-01")
     assert "is not FIRST/LAST with ISO dates, FIRST <= LAST" in capsys.readouterr().err

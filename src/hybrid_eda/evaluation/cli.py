@@ -402,6 +402,12 @@ def run_variance(args: argparse.Namespace) -> int:
             f"{len(stds)} --test-std for {len(tests)} --test paths; give one std store per --test member store, in "
             "the same order"
         )
+    for path in tests:
+        if path.suffix == ".ckpt":
+            raise UserInputError(
+                f"--test {path} is a checkpoint (--test takes several paths, so it took this one too); give the "
+                "checkpoint first: hybrid-eda evaluate variance CHECKPOINT --train ... --test ..."
+            )
     shifts = [parse_shift(text) for text in args.shift]
     checkpoints = {"emulator": args.checkpoint, "emulator_no_mp": args.no_mp_checkpoint}
     if args.baselines_only or args.checkpoint is None:
