@@ -113,6 +113,20 @@ def test_a_checkpoint_goes_through_the_model_packages_loader(folders, tmp_path, 
     assert not summary["source"]["baselines_only"]
 
 
+def test_a_checkpoint_of_other_model_code_is_refused_clearly(folders, tmp_path, capsys, monkeypatch):
+    class Stale(_Predictor):
+        def __call__(self, members):
+            raise AttributeError("'VarianceEmulatorCore' object has no attribute 'gradient'")
+
+    monkeypatch.setitem(sys.modules, "hybrid_eda.models",
+                        types.SimpleNamespace(load_variance_predictor=lambda path: Stale(1.0, False)))  # fmt: skip
+    (tmp_path / "old.ckpt").write_bytes(b"")
+    train, test = folders
+    err = _error(capsys, tmp_path / "old.ckpt", "--train", train, "--test", test, "--members", 4, *FAST,
+                 "--out", tmp_path / "out")  # fmt: skip
+    assert "does not run with this version of hybrid-eda" in err and "no attribute 'gradient'" in err
+
+
 def _error(capsys, *argv) -> str:
     code, _, err = _run(capsys, *argv)
     assert code == 2, err

@@ -152,7 +152,13 @@ class EmulatorRun:
         batch = np.asarray(members, dtype=np.float32)[None]  # [1, M, G, F]
         if order is not None:
             batch = batch[..., order]
-        output = self.predictor(batch)
+        try:
+            output = self.predictor(batch)
+        except AttributeError as err:  # a pickled model of other code: attributes its forward no longer has
+            raise UserInputError(
+                f"the {self.name} checkpoint does not run with this version of hybrid-eda ({err}); it was written by "
+                "another version of the model code: evaluate it with that version or retrain"
+            ) from err
         family = _family(output, self.predictor)
         loc, scale = _parameters(output)
         if order is not None:
