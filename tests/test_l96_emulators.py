@@ -35,7 +35,10 @@ def members():
 
 
 def test_registries_keep_emulators_and_upper_bounds_apart():
-    assert set(EMULATORS) == {"none", "mean-shift", "rescaled-anomalies", "gaussian", "gaussian-full"}
+    assert set(EMULATORS) == {
+        *("none", "mean-shift", "rescaled-anomalies", "gaussian", "gaussian-full"),
+        *("local-regression", "etkf-reconstruction"),
+    }
     assert set(BOUNDS) == {"oracle"}
     for name, cls in EMULATORS.items():
         assert issubclass(cls, MemberEmulator) and cls.name == name

@@ -97,8 +97,9 @@ def _hybrid_options(p: argparse.ArgumentParser, emulator_default: str | None) ->
         p.add_argument(
             "--emulator",
             required=True,
-            help="none, mean-shift, rescaled-anomalies, gaussian, oracle, or 'all' for the table "
-            "(later: a trained generator checkpoint)",
+            help="none, mean-shift, rescaled-anomalies, gaussian, gaussian-full, local-regression (parameters: "
+            "local-regression:noise=0.3,window=2,ridge=0.01), etkf-reconstruction (knows the filter: plain ETKF "
+            "only), oracle, or 'all' for the table (later: a trained generator checkpoint)",
         )
     p.add_argument(
         "--seeds",

@@ -138,7 +138,9 @@ b_mode, hybrid_weight, b_scale, n_real, init_spread, rotate
         if not self.init_spread > 0:  # type: ignore[operator]
             raise ValueError(f"init_spread must be positive, got {self.init_spread}; use e.g. --init-spread 1.0.")
         if self.emulator is not None:
-            get_member_source(self.emulator)
+            reason = get_member_source(self.emulator).unsupported(self)
+            if reason is not None:
+                raise ValueError(reason)
             if not 1 <= self.n_real < members:  # type: ignore[operator]
                 raise ValueError(
                     f"--n-real must be between 1 and --members - 1 = {members - 1}, got {self.n_real}: "

@@ -27,15 +27,25 @@ see ``hybrid-eda l96 table``):
 * ``gaussian``: independent draws, variable by variable, from ``N(mean(x^a_real), var(x^a_real))``.
 * ``gaussian-full``: draws from ``N(mean(x^a_real), cov(x^a_real))`` with the rank-(N_s-1) sample covariance;
   the emulated members stay in the span of the real ones, so it diverges like ``none`` (a negative control).
+* ``local-regression`` and ``etkf-reconstruction`` (:mod:`hybrid_eda.l96.regression_emulators`): the local
+  ensemble regression fitted each cycle on the N_s real pairs (the floor a learned generator must clear), and
+  the exact ETKF reconstruction, which *knows the filter* (labelled so: an upper bound, not a competitor).
+
+An emulator with parameters is named ``name:key=value,key=value`` (``local-regression:noise=0.3,window=2``);
+:func:`get_emulator` parses it and the class's :meth:`MemberEmulator.from_params` checks it.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    from hybrid_eda.l96.config import ExperimentConfig
 
 __all__ = [
     "MemberEmulator",
@@ -72,6 +82,19 @@ class MemberEmulator(ABC):
     min_guides: ClassVar[int] = 1
     #: Accepts a leading batch of experiments; otherwise the cycle calls it once per experiment.
     supports_batch: ClassVar[bool] = True
+    #: How tables and JSON label it (``knows the filter`` for a reconstruction that is an upper bound).
+    label: ClassVar[str] = "emulator"
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, str]) -> MemberEmulator:
+        """The emulator from the ``key=value`` parameters of its spec (``name:key=value,...``); none by default."""
+        if params:
+            raise ValueError(f"emulator {cls.name!r} takes no parameters, got {', '.join(params)}; use {cls.name!r}.")
+        return cls()
+
+    def unsupported(self, config: ExperimentConfig) -> str | None:
+        """Why this emulator cannot run in the experiment ``config`` (a message naming the fix), or ``None``."""
+        return None
 
     def generate(
         self,
@@ -265,7 +288,8 @@ class SampleCovarianceResampling(MemberEmulator):
         return mean + (z @ anomalies) / np.sqrt(n_s - 1)  # [..., n_members, n]
 
 
-#: Registry of the built-in emulators, by command-line name (the upper bounds are in :data:`BOUNDS`).
+#: Registry of the built-in emulators, by command-line name (the upper bounds are in :data:`BOUNDS`); the two
+#: regression baselines are added by :mod:`hybrid_eda.l96.regression_emulators`, imported at the end of this module.
 EMULATORS: dict[str, type[MemberEmulator]] = {
     cls.name: cls for cls in (NoEmulation, MeanShift, RescaledAnomalies, GaussianResampling, SampleCovarianceResampling)
 }
@@ -287,6 +311,10 @@ class UpperBound(ABC):
     #: How tables and JSON label it.
     label: ClassVar[str] = "upper bound"
     reduces_ensemble: ClassVar[bool] = False
+
+    def unsupported(self, config: ExperimentConfig) -> str | None:
+        """Why this bound cannot run in the experiment ``config``, or ``None`` (the oracle runs everywhere)."""
+        return None
 
     @abstractmethod
     def members(self, hidden_analyses: np.ndarray, backgrounds: np.ndarray) -> np.ndarray:
@@ -318,10 +346,13 @@ def get_emulator(spec: str) -> MemberEmulator:
     ----------
     spec : str
         One of :data:`EMULATORS` (``none``, ``mean-shift``, ``rescaled-anomalies``, ``gaussian``,
-        ``gaussian-full``), or later the path of a trained member generator checkpoint.
+        ``gaussian-full``, ``local-regression``, ``etkf-reconstruction``), optionally with parameters
+        ``name:key=value,key=value`` (``local-regression:noise=0.3,window=2,ridge=0.01``), or later the path of
+        a trained member generator checkpoint.
     """
-    if spec in EMULATORS:
-        return EMULATORS[spec]()
+    name, colon, params = spec.partition(":")
+    if name in EMULATORS:
+        return EMULATORS[name].from_params(_parse_params(spec, params) if colon else {})
     if spec in BOUNDS:
         raise ValueError(
             f"{spec!r} is an upper bound given the hidden analyses, not an emulator; use get_member_source()."
@@ -339,8 +370,29 @@ def get_emulator(spec: str) -> MemberEmulator:
     )
 
 
+def _parse_params(spec: str, text: str) -> dict[str, str]:
+    """``"noise=0.3,window=2"`` -> ``{"noise": "0.3", "window": "2"}``; a malformed or repeated key is a ValueError."""
+    params: dict[str, str] = {}
+    for item in text.split(","):
+        key, eq, value = (part.strip() for part in item.partition("="))
+        if not (key and eq and value):
+            raise ValueError(
+                f"emulator spec {spec!r}: {item!r} is not key=value; write name:key=value,key=value "
+                "(e.g. local-regression:noise=0.3,window=2)."
+            )
+        if key in params:
+            raise ValueError(f"emulator spec {spec!r} gives {key} twice.")
+        params[key] = value
+    return params
+
+
 def get_member_source(spec: str) -> MemberEmulator | UpperBound:
     """An emulator (:data:`EMULATORS`) or an upper bound (:data:`BOUNDS`) from its command-line name."""
     if spec in BOUNDS:
         return BOUNDS[spec]()
     return get_emulator(spec)
+
+
+# The regression baselines live in their own module, which subclasses MemberEmulator and adds them to EMULATORS
+# when it is imported (a plain module import: it works whichever of the two modules is imported first).
+import hybrid_eda.l96.regression_emulators  # noqa: E402, F401

@@ -50,7 +50,13 @@ def run_hybrid(config: ExperimentConfig, progress: bool = False) -> HybridResult
 
 
 #: What each kind of table row is, as tables and JSON label it.
-ROW_KINDS = {"full": "full EDA", "none": "N_s-member EDA", "emulator": "emulator", "bound": "upper bound"}
+ROW_KINDS = {
+    "full": "full EDA",
+    "none": "N_s-member EDA",
+    "emulator": "emulator",
+    "bound": "upper bound",
+    "knows-filter": "knows the filter",  # an upper bound that is an emulator of one method (etkf-reconstruction)
+}
 
 
 @dataclass
@@ -91,7 +97,8 @@ def _row_kind(name: str) -> str:
         return ROW_KINDS["full"]
     if name in BOUNDS:
         return ROW_KINDS["bound"]
-    return ROW_KINDS["none"] if get_member_source(name).reduces_ensemble else ROW_KINDS["emulator"]
+    source = get_member_source(name)
+    return ROW_KINDS["none"] if source.reduces_ensemble else source.label
 
 
 def _rank(d: SeedDistribution, inflation: float) -> tuple[float, float, float, float]:
@@ -118,15 +125,19 @@ def run_table(
         The hybrid setting (``n_real``, method, members, cycles); ``batch`` seeds ``seed .. seed + batch - 1``
         run per row and inflation; ``emulator`` is ignored.
     emulators : sequence of str, optional
-        Emulator and bound names (default: every built-in emulator, then the ``oracle`` upper bound).
+        Emulator and bound names (default: every built-in emulator that supports the setting, then the ``oracle``
+        upper bound; ``etkf-reconstruction`` runs on the plain ETKF only).
     inflations : sequence of float, optional
         The inflation grid tried per row (default: ``config.inflation`` only); the fewest seeds lost, then the
         lowest median over seeds, wins. A seed that blows up counts as lost track (``inf``); an inflation whose
         whole batch failed is recorded under ``errors``.
     """
-    names = list(emulators) if emulators is not None else [*EMULATORS, *BOUNDS]
     infls = sorted({float(i) for i in (inflations or [config.inflation])})
     n_real = config.n_real if config.n_real is not None else config.get_preset().n_real
+    if emulators is not None:
+        names = list(emulators)
+    else:
+        names = [n for n in (*EMULATORS, *BOUNDS) if get_member_source(n).unsupported(config) is None]
     rows = []
     for name in ["full", *names]:
         by_inflation: dict[float, SeedDistribution] = {}

@@ -143,7 +143,7 @@ def hybrid_summary(result: HybridResult) -> dict[str, Any]:
     10-90% band, fraction lost) and its timing; ``timing`` compares the analysis time of the full EDA's N
     analyses (for 4D-Var: minimisations) with the hybrid's N_s.
     """
-    from hybrid_eda.l96.emulators import BOUNDS
+    from hybrid_eda.l96.emulators import BOUNDS, get_member_source
 
     full, hybrid = run_summary(result.full), run_summary(result.hybrid)
     for entry, res in ((full, result.full), (hybrid, result.hybrid)):
@@ -154,7 +154,7 @@ def hybrid_summary(result: HybridResult) -> dict[str, Any]:
     emulator = result.hybrid.config.emulator
     return {
         "emulator": emulator,
-        "kind": "upper bound" if emulator in BOUNDS else "emulator",
+        "kind": "upper bound" if emulator in BOUNDS else get_member_source(emulator).label,
         "n_real": result.hybrid.config.n_real,
         "members": result.full.config.members,
         "seeds": list(range(result.full.config.seed, result.full.config.seed + result.full.config.batch)),
@@ -276,8 +276,9 @@ def format_run(summary: dict[str, Any]) -> str:
 
 def format_table(table: dict[str, Any]) -> str:
     """The table as aligned text: one row per configuration at its best inflation, distribution over seeds."""
+    width = max([20, *(len(row["emulator"]) for row in table["rows"])])  # spec names carry parameters
     header = (
-        f"{'configuration':<20} {'kind':<15} {'inflation':>9} {'median':>7} {'10%':>7} {'90%':>7} {'lost':>6} "
+        f"{'configuration':<{width}} {'kind':<16} {'inflation':>9} {'median':>7} {'10%':>7} {'90%':>7} {'lost':>6} "
         f"{'an. s':>7}"
     )
     lines = [
@@ -289,11 +290,13 @@ def format_table(table: dict[str, Any]) -> str:
     ]
     for row in table["rows"]:
         if row["best_inflation"] is None:
-            lines.append(f"{row['emulator']:<20} {row['kind']:<15} {'-':>9} {'failed at every inflation tried':>40}")
+            lines.append(
+                f"{row['emulator']:<{width}} {row['kind']:<16} {'-':>9} {'failed at every inflation tried':>40}"
+            )
             continue
         low, high = row["band"]
         lines.append(
-            f"{row['emulator']:<20} {row['kind']:<15} {row['best_inflation']:>9g} "
+            f"{row['emulator']:<{width}} {row['kind']:<16} {row['best_inflation']:>9g} "
             f"{_num(row['median_analysis_rmse']):>7} {_num(low):>7} {_num(high):>7} "
             f"{row['lost_fraction']:>6.0%} {row['analysis_seconds']:>7.1f}"
         )
@@ -421,10 +424,7 @@ def plot_table(table: dict[str, Any], path: str | Path) -> Path:
         r for r in table["rows"] if r["median_analysis_rmse"] is not None and np.isfinite(r["median_analysis_rmse"])
     ]
     fig, ax = plt.subplots(figsize=(8, 0.5 * len(rows) + 1.2))
-    names = [
-        f"{r['emulator']}{' (upper bound)' if r['kind'] == 'upper bound' else ''} ({r['best_inflation']:g})"
-        for r in rows
-    ]
+    names = [f"{r['emulator']}{_bound_note(r['kind'])} ({r['best_inflation']:g})" for r in rows]
     values = [r["median_analysis_rmse"] for r in rows]
     cap = 10.0  # a band reaching a blown-up seed (inf) is drawn to the edge
     capped = [[cap if b is None else min(b, cap) for b in r["band"]] for r in rows]
@@ -443,6 +443,11 @@ def plot_table(table: dict[str, Any], path: str | Path) -> Path:
     ax.set_xlabel(f"analysis RMSE, median over {table.get('seeds')} seeds and 10-90% band")
     ax.set_title("hybrid EDA: each row at its best inflation")
     return _save(fig, path, plt)
+
+
+def _bound_note(kind: str) -> str:
+    """`` (upper bound)`` or `` (knows the filter)`` after a row name in a plot; nothing for emulators."""
+    return f" ({kind})" if kind in ("upper bound", "knows the filter") else ""
 
 
 def _save(fig, path: str | Path, plt) -> Path:
