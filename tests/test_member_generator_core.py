@@ -249,3 +249,71 @@ def test_clear_errors():
         core.generate(backgrounds[:1], guides, 4, g)
     with pytest.raises(UserInputError, match="at least 1 integration step"):
         core.generate(backgrounds, guides, 4, g, steps=0)
+
+
+TOY_INCREMENT, TOY_TAU = 0.7, 0.3
+
+
+def train_toy(seed: int = 0, train_steps: int = 200, rescale_anomalies: bool = False, flow_steps: int = 2) -> dict:
+    """Toy EDA: analysis = background + 0.7 + N(0, 0.3^2); guides from the same law. Train with anemoi's fair
+    energy score (4 cases x 8 targets x 4 replicas a step, Adam one-cycle 3e-3) and score 64 held-out cases."""
+    from anemoi.training.losses import EnergyScoreLoss
+
+    grid, n_guides, targets, replicas, batch = 8, 4, 8, 4, 4
+
+    def sample(g, b):
+        background = torch.randn(b, n_guides + targets, grid, 1, generator=g) + torch.randn(b, 1, grid, 1, generator=g)
+        analysis = background + TOY_INCREMENT + TOY_TAU * torch.randn(background.shape, generator=g)
+        return background[:, :n_guides], analysis[:, :n_guides], background[:, n_guides:], analysis[:, n_guides:]
+
+    torch.manual_seed(seed)
+    settings = MemberGeneratorSettings(latent=16, rounds=1, steps=flow_steps, rescale_anomalies=rescale_anomalies)
+    core = MemberGeneratorCore(n_variables=1, graph=ring_graph(grid, 1), settings=settings)
+    optimiser = torch.optim.Adam(core.parameters(), lr=3e-3)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimiser, max_lr=3e-3, total_steps=max(train_steps, 1), pct_start=0.1
+    )
+    score = EnergyScoreLoss(fair=True)
+    g = torch.Generator().manual_seed(100 + seed)
+
+    def energy(gb, ga, tb, ta, generator):
+        pred = core.generate(tb, ga, targets * replicas, generator, guide_backgrounds=gb).grouped_by_start()
+        return score(pred.reshape(-1, 1, replicas, grid, 1), ta.reshape(-1, 1, 1, grid, 1))
+
+    held_out = sample(torch.Generator().manual_seed(999), 64)
+    with torch.no_grad():
+        untrained = float(energy(*held_out, torch.Generator().manual_seed(1)))
+    for _ in range(train_steps):
+        loss = energy(*sample(g, batch), g)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        schedule.step()
+    with torch.no_grad():
+        gb, ga, tb, ta = held_out
+        members = core.generate(tb, ga, targets, torch.Generator().manual_seed(2), guide_backgrounds=gb).members
+        change = members - tb
+        noise = float((change - change.mean(dim=1, keepdim=True)).std()) * (targets / (targets - 1)) ** 0.5
+        trained = float(energy(*held_out, torch.Generator().manual_seed(1)))
+        truth_law = (
+            tb[:, :, None] + TOY_INCREMENT + TOY_TAU * torch.randn((64, targets, replicas, grid, 1), generator=g)
+        )
+        ideal = float(score(truth_law.reshape(-1, 1, replicas, grid, 1), ta.reshape(-1, 1, 1, grid, 1)))
+    return {
+        "increment": float(change.mean()),
+        "noise": noise,
+        "energy": trained,
+        "untrained": untrained,
+        "ideal": ideal,
+    }
+
+
+def test_training_with_the_energy_score_learns_the_increment_and_the_noise():
+    """The untrained generator shifts by the guides' mean increment without noise; 200 steps learn the noise size
+    and keep the increment. Measured over seeds 0-4 (held-out 64 cases x 8 targets): increment 0.683-0.695,
+    noise std 0.304-0.315, energy score 0.594-0.609 against 0.580-0.588 for the true law and 0.931 untrained."""
+    out = train_toy(seed=0)
+    assert abs(out["increment"] - TOY_INCREMENT) < 0.04
+    assert abs(out["noise"] - TOY_TAU) < 0.04
+    assert out["energy"] < 0.7 * out["untrained"]
+    assert out["energy"] < 1.08 * out["ideal"]

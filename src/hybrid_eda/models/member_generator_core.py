@@ -29,6 +29,11 @@ Untrained model (zero last layer): a deterministic flow whose exact solution is
 its anomalies rescaled by the guides' spread ratio (``exp(rho) = 1`` with ``rescale_anomalies=False``: each
 background shifted by the increment); the Heun scheme integrates the linear part to second order per step.
 
+The diffusion depends on the state (through the neighbours and the pooled particles), so the noise is not
+commutative and the stochastic Heun scheme's strong order here is 0.5, not 1 (both regimes measured in
+``tests/test_flows.py``); a trained flow is a discretisation at its training ``steps``, and changing ``steps`` at
+inference changes the members at that order.
+
 Members and starts: member ``j`` starts from background ``j mod k`` and belongs to replica ``j // k``; the particle
 ensemble of a member is its replica (at most k members, one per background; the last replica may be partial). So
 ``n = k`` gives one member per background, the usual call, and ``n = R k`` gives R independent generated ensembles
