@@ -11,7 +11,8 @@ backgrounds), ``delta`` the guides' mean increment and ``c(t) = xb + t delta`` t
 
     u = delta + rho (phi - c(t)) + sb * du_theta,        s = sb * sigma_theta,
 
-``rho = log(s_guide_analyses / s_guide_backgrounds)`` per point (clamped; 0 if ``rescale_anomalies`` is off) and
+``rho = log(s_a / s_gb)`` per point, the guide analyses' over the guide backgrounds' spread (``s_a / sb`` without
+guide backgrounds; clamped; 0 if ``rescale_anomalies`` is off), and
 ``du_theta, sigma_theta`` two heads of one graph network. Its inputs at each point, all unit-free (divided by
 ``sb``) and pooled so that the members' and the guides' order does not matter:
 
