@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
 import subprocess
 import sys
 from types import SimpleNamespace
+from typing import Any
 
 # pyproj must load its PROJ library before eccodes does: findlibs loads eckitlib's bundled libproj globally and a
 # pyproj imported afterwards binds to it (then crashes the interpreter at exit).
@@ -166,21 +166,69 @@ def test_fixed_random_subsets_per_date(store, installed):
         MemberSubset(full, MemberSelection(size=3)).members_for(0)
 
 
-def test_random_stream_restarts_in_a_new_process(store):
-    """A forked data-loader worker does not inherit the parent's position in the stream."""
-    ds = MemberSubset(_open(store), MemberSelection(size=3, seed=2))
-    first = ds.draw_members(0)
-    ds.draw_members(0)
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: what a data-loader worker does first
-        os.write(write, ds.draw_members(0).astype(np.int64).tobytes())
-        os._exit(0)
-    os.close(write)
-    child = np.frombuffer(os.read(read, 1024), dtype=np.int64)
-    os.close(read)
-    os.waitpid(pid, 0)
-    np.testing.assert_array_equal(child, first)
+def test_direct_reads_of_a_date_do_not_depend_on_other_reads(store):
+    """Outside anemoi's loaders the k-th read of a date draws the same members whatever was read before."""
+    selection = MemberSelection(size=3, seed=2)
+    a, b = MemberSubset(_open(store), selection), MemberSubset(_open(store), selection)
+    a_reads = [tuple(a.draw_members(t)) for t in (0, 0, 1, 0)]
+    b_reads = [tuple(b.draw_members(t)) for t in (1, 0, 0, 0)]
+    assert a_reads[2] == b_reads[0] and a_reads[0] == b_reads[1] and a_reads[1] == b_reads[2]
+    assert a_reads[3] == b_reads[3]
+    assert len(set(a_reads[:2] + a_reads[3:])) > 1  # a date read again gets new members
+
+
+def _loader_members(store: str, ranks: int, workers: int, epochs: int, persistent: bool) -> dict:
+    """{epoch: {date: members}} read through anemoi-training's MultiDataset and worker set-up, as in training."""
+    import torch
+    from anemoi.training.data.data_reader import create_dataset
+    from anemoi.training.data.multidataset import MultiDataset
+    from anemoi.training.utils.worker_init import worker_init_func
+
+    full = _open(store)
+    config = {"dataset_config": {"dataset": store, "number": {"random": 3, "seed": 1}}, "start": None, "end": None}
+    drawn: dict[int, dict[int, tuple]] = {}
+    for rank in range(ranks):  # what DDPGroupStrategy tells each rank's dataset
+        dataset = MultiDataset({"members": create_dataset(config)}, {"members": [0]}, shuffle=True)
+        dataset.set_comm_group_info(rank, rank, 0, ranks, 0, 1, {"members": None})
+        loader = None
+        for epoch in range(epochs):
+            if loader is None or not persistent:
+                dataset.set_epoch(epoch)  # anemoi: at the end of each epoch, before new workers start
+                loader = torch.utils.data.DataLoader(
+                    dataset, batch_size=None, num_workers=workers, worker_init_fn=worker_init_func,
+                    persistent_workers=persistent,
+                )  # fmt: skip
+            for sample in loader:
+                x = np.moveaxis(sample["members"].numpy(), -1, 1)  # [time=1, var, M, grid]
+                date, members = _date_and_members(full, x)
+                drawn.setdefault(epoch, {})[date] = members
+    return drawn
+
+
+def _date_and_members(full: Any, sample: np.ndarray) -> tuple[int, tuple[int, ...]]:
+    """The date and members of a one-date sample ``[1, var, M, grid]`` of ``full`` ``[dates, var, N, grid]``."""
+    for t in range(full.shape[0]):
+        data = full[t]  # [var, N, grid]
+        members = [
+            k
+            for j in range(sample.shape[2])
+            for k in range(data.shape[1])
+            if np.array_equal(data[:, k], sample[0, :, j])
+        ]
+        if len(members) == sample.shape[2]:
+            return t, tuple(members)
+    raise AssertionError("the sample holds no member subset of any date of the store")
+
+
+@pytest.mark.parametrize("persistent", [False, True])
+def test_random_subsets_do_not_depend_on_ranks_or_workers(store, installed, persistent):
+    """In anemoi's loaders a sample's members are a function of (seed, date, epoch): 2 DDP ranks, or 2 workers,
+    draw those of 1 rank with 1 worker, and each epoch draws new ones, with persistent workers or not."""
+    reference = _loader_members(store, ranks=1, workers=1, epochs=3, persistent=persistent)
+    assert set(reference) == {0, 1, 2} and all(set(dates) == {0, 1} for dates in reference.values())
+    assert len({members for dates in reference.values() for members in dates.values()}) > 2  # new members per epoch
+    assert _loader_members(store, ranks=2, workers=1, epochs=3, persistent=persistent) == reference
+    assert _loader_members(store, ranks=1, workers=2, epochs=3, persistent=persistent) == reference
 
 
 def test_random_subsets_from_a_pool(store, installed):

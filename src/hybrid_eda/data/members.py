@@ -24,17 +24,22 @@ decompression releases the GIL). :func:`install_member_selection` makes ``number
 :class:`MemberSubset` instead of anemoi's ``Number``; anemoi-training runs it through the Hydra callback
 :class:`MemberSelectionCallback`. Nothing is patched at import.
 
-Random subsets (``{random: M}``) give one subset per sample read (all time steps of a read share it), drawn from
-a stream seeded by ``(seed, data-loader worker id)`` and restarted in every new process: a run is reproducible,
-every rank of a reader group (which reads the same samples in the same order, one grid shard each) picks the same
-members, and a date gets new members each time it is read again (next epoch), with persistent data-loader
-workers (anemoi's default) or not. ``resample: false`` instead fixes one subset per date, a pure function of
-``(seed, date index)``.
+Random subsets (``{random: M}``) give one subset per sample (all time steps of a read share it), a pure function
+of ``(seed, date index, pass)``. In anemoi-training's data loaders the pass is the epoch as anemoi's own shuffle
+sees it: the state of the shuffle generator (``MultiDataset.rng``) that every rank and worker of a run holds alike.
+So the members of a sample do not depend on how the run is laid out: a 2-process DDP run with batch 1 trains on the
+very samples, members included, of a 1-process run with batch 2; every rank of a reader group (which reads the same
+samples, one grid shard each) picks the same members; and a date gets new members each epoch, with persistent
+data-loader workers or not (a loader that does not shuffle keeps one subset per date while its workers persist).
+Outside those loaders (direct reads, other loaders) the pass is the number of earlier reads of that date by the
+same dataset object, so reads are still reproducible and a date read again gets new members. ``resample: false``
+instead fixes one subset per date, a pure function of ``(seed, date index)``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import sys
@@ -182,7 +187,7 @@ class MemberSubset(Forwards):
         if read_threads is not None and (not isinstance(read_threads, int) or read_threads < 1):
             raise ValueError(f"read_threads must be a positive integer (1: read members in turn), got {read_threads!r}")
         self.read_threads = read_threads
-        self._stream: tuple[int, np.random.Generator] | None = None  # (pid, generator) of random subsets
+        self._reads: dict[int, int] = {}  # date index -> earlier reads (the pass outside anemoi's loaders)
         n_members = self.forward.shape[2]
         wanted = selection.members if selection.members is not None else selection.pool
         if n_members == 1 and (selection.is_random or len(selection.members or ()) > 1):
@@ -225,14 +230,20 @@ class MemberSubset(Forwards):
         return np.sort(rng.choice(self._pool, size=self._m, replace=False))
 
     def draw_members(self, date_index: int) -> np.ndarray:
-        """The members of one read starting at ``date_index``: fixed, per date, or the next of the stream. ``[M]``."""
+        """The members of one read starting at forward position ``date_index``. ``[M]``, sorted.
+
+        Fixed members, the subset of ``resample: false``, or the random subset of ``(seed, date index, pass)``
+        (the pass: see the module docstring).
+        """
         if not (self.selection.is_random and self.selection.resample):
             return self.members_for(date_index)
-        pid = os.getpid()
-        if self._stream is None or self._stream[0] != pid:  # a new (e.g. forked worker) process restarts the stream
-            seq = np.random.SeedSequence(entropy=self.selection.seed, spawn_key=(_worker_id(),))
-            self._stream = (pid, np.random.default_rng(seq))
-        return np.sort(self._stream[1].choice(self._pool, size=self._m, replace=False))
+        date_index = int(date_index)
+        key = _loader_pass_key()
+        if key is None:  # not in an anemoi-training loader: count this object's reads of the date
+            key = (self._reads.get(date_index, 0),)
+            self._reads[date_index] = key[0] + 1
+        seq = np.random.SeedSequence(entropy=self.selection.seed, spawn_key=(date_index, *key))
+        return np.sort(np.random.default_rng(seq).choice(self._pool, size=self._m, replace=False))
 
     # -- dataset interface ---------------------------------------------------------------------------------------
     @property
@@ -440,11 +451,20 @@ def check_store_pair(inputs: Any, target: Any, members: int | None = None, atol_
         )
 
 
-def _worker_id() -> int:
-    """Id of the torch data-loader worker running this code (0 outside workers or without torch)."""
+def _loader_pass_key() -> tuple[int, ...] | None:
+    """The pass over the data of a read in an anemoi-training data-loader worker, as 32-bit words, or None.
+
+    anemoi-training's ``MultiDataset`` seeds its shuffle generator ``rng`` alike on every rank and worker (from the
+    base seed and the epoch) and draws one permutation from it per epoch, so its state names the epoch the same way
+    everywhere, with persistent workers too. None outside a torch worker or for datasets without such a generator.
+    """
     torch = sys.modules.get("torch")
     info = torch.utils.data.get_worker_info() if torch is not None else None
-    return int(info.id) if info is not None else 0
+    rng = getattr(getattr(info, "dataset", None), "rng", None)
+    if not isinstance(rng, np.random.Generator):
+        return None
+    digest = hashlib.sha256(repr(rng.bit_generator.state).encode()).digest()
+    return tuple(int.from_bytes(digest[i : i + 4], "little") for i in range(0, 16, 4))
 
 
 # -- index helpers ---------------------------------------------------------------------------------------------------
