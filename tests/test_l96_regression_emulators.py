@@ -162,14 +162,15 @@ def test_local_regression_recovers_a_known_local_affine_map(half_width):
 
 def test_ridge_shrinks_the_maps_towards_the_prior():
     xb, xa = _etkf_step(seed=2)
-    norms = [np.abs(LocalRegression(ridge=r).fit(xb[:5], xa[:5])).sum() for r in (1e-6, 0.1, 10.0)]
+    norms = [np.abs(LocalRegression(ridge=r, prior="zero").fit(xb[:5], xa[:5])).sum() for r in (1e-6, 0.1, 10.0)]
     assert norms[0] > norms[1] > norms[2] > 0
-    # prior="scaled": a strong ridge leaves each variable's own anomaly scaled by its spread reduction.
+    assert np.abs(LocalRegression(ridge=1e9, prior="zero").fit(xb[:5], xa[:5])).max() < 1e-6
+    # prior="scaled": a strong ridge leaves each variable's own anomaly times the real members' spread reduction.
     d_b, d_a = xb[:5] - xb[:5].mean(axis=0), xa[:5] - xa[:5].mean(axis=0)
     prior = np.zeros((NX, 5))
-    prior[:, 2] = d_a.std(axis=0) / d_b.std(axis=0)
-    np.testing.assert_allclose(LocalRegression(ridge=1e9, prior="scaled").fit(xb[:5], xa[:5]), prior, atol=1e-6)
-    assert np.abs(LocalRegression(ridge=1e9).fit(xb[:5], xa[:5])).max() < 1e-6
+    prior[:, 2] = np.sqrt((d_a**2).sum() / (d_b**2).sum())
+    np.testing.assert_allclose(LocalRegression(ridge=1e9).fit(xb[:5], xa[:5]), prior, atol=1e-6)
+    assert 0.0 < prior[0, 2] < 1.0  # the ETKF shrinks the anomalies (spread 3 against R = 1: to ~0.23)
 
 
 def test_noise_is_seeded_centred_and_of_the_asked_size():
@@ -213,7 +214,7 @@ def test_seeded_hybrid_cycle_is_reproducible_and_keeps_track():
         ("local-regression:window=1.5", "window='1.5' is not an integer"),
         ("local-regression:ridge=nan", "ridge must be a finite number >= 0"),
         ("local-regression:mean=median", "mean must be one of regression, shift"),
-        ("local-regression:prior=one", "prior must be one of zero, scaled"),
+        ("local-regression:prior=one", "prior must be one of scaled, zero"),
         ("local-regression:sigma=1", "has no parameter(s) sigma; known: noise, window, ridge, mean, prior"),
         ("local-regression:noise", "'noise' is not key=value"),
         ("local-regression:noise=0.1,noise=0.2", "gives noise twice"),

@@ -98,7 +98,7 @@ def _hybrid_options(p: argparse.ArgumentParser, emulator_default: str | None) ->
             "--emulator",
             required=True,
             help="none, mean-shift, rescaled-anomalies, gaussian, gaussian-full, local-regression (parameters: "
-            "local-regression:noise=0.3,window=2,ridge=0.01), etkf-reconstruction (knows the filter: plain ETKF "
+            "local-regression:noise=0.2,window=2,ridge=1), etkf-reconstruction (knows the filter: plain ETKF "
             "only), oracle, or 'all' for the table (later: a trained generator checkpoint)",
         )
     p.add_argument(

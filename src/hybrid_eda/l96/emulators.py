@@ -347,7 +347,7 @@ def get_emulator(spec: str) -> MemberEmulator:
     spec : str
         One of :data:`EMULATORS` (``none``, ``mean-shift``, ``rescaled-anomalies``, ``gaussian``,
         ``gaussian-full``, ``local-regression``, ``etkf-reconstruction``), optionally with parameters
-        ``name:key=value,key=value`` (``local-regression:noise=0.3,window=2,ridge=0.01``), or later the path of
+        ``name:key=value,key=value`` (``local-regression:noise=0.2,window=2,ridge=1``), or later the path of
         a trained member generator checkpoint.
     """
     name, colon, params = spec.partition(":")
