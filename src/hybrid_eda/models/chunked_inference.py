@@ -160,7 +160,9 @@ def chunked_forward(
     grid_chunk: int = DEFAULT_GRID_CHUNK,
     timings: dict[str, float] | None = None,
 ) -> torch.Tensor:
-    """``core(members, log_target_mul)`` evaluated in chunks, for inference (no gradients).
+    """``core(members, log_target_mul)`` evaluated in chunks, for inference on CPUs (no gradients).
+
+    Members on another device are passed to the core itself (the neighbour sums are a numba CPU kernel).
 
     Parameters
     ----------
@@ -189,6 +191,8 @@ def chunked_forward(
     TypeError
         If the core's blocks are not the ones this module evaluates.
     """
+    if members.device.type != "cpu":  # the neighbour sums are a CPU kernel; a GPU has the memory for the core
+        return core(members, log_target_mul)
     if torch.is_grad_enabled():
         msg = "chunked_forward updates tokens in place and has no backward pass: call it under torch.inference_mode()"
         raise ValueError(msg)
