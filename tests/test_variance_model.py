@@ -45,6 +45,7 @@ def _core(
     seed: int = 0,
     diffusion_steps: tuple[int, ...] = (1, 2),
     front_features: bool = True,
+    log_mean_feature: bool = False,
     **kwargs,
 ):
     """A small core; without diffusion steps and front features its reach is ``rounds`` hops."""
@@ -66,6 +67,7 @@ def _core(
             diffusion_steps=diffusion_steps,
             front_features=front_features,
             front_zonal_anomaly=False,  # random points: every latitude ring has one point
+            log_mean_feature=log_mean_feature,
         ),
         **kwargs,
     )
@@ -129,8 +131,10 @@ def test_heads_are_positive_and_stable_for_tiny_and_huge_spreads():
 # -- the core ------------------------------------------------------------------------------------------------------
 
 
-def test_untrained_model_predicts_the_debiased_member_spread():
-    core, _ = _core()
+@pytest.mark.parametrize("log_mean", [False, True])
+def test_untrained_model_predicts_the_debiased_member_spread(log_mean):
+    positive = torch.tensor([True, False, True, False])
+    core, _ = _core(log_mean_feature=log_mean, positive=positive)
     members = torch.randn(2, 5, N_GRID, 4) * torch.tensor([1e-5, 1.0, 2.0, 40.0])
     dist = LogNormal.from_tensor(core(members), validate=True)
     torch.testing.assert_close(dist.mu[:, 0], member_spread(members, dim=1).log_spread)

@@ -66,6 +66,9 @@ class VarianceEmulatorSettings:
         like ``sqrt(steps)`` grid lengths (O32: 4, 16, 48 steps ~ 600, 1,200, 2,000 km). Empty: none.
     front_features : bool
         Pass the ensemble mean's front indicator (gradient magnitude over its grid rms) as token features.
+    log_mean_feature : bool
+        Pass ``log(ensemble mean / its climatological mean)`` of the positive channels (``positive``; q, o3:
+        their errors scale with the field) as a token feature (0 for the others).
     front_zonal_anomaly : bool
         Take the front indicator of the mean's zonal anomaly (minus its latitude-ring mean; the climatological
         meridional gradient removed) rather than of the mean itself.
@@ -84,6 +87,7 @@ class VarianceEmulatorSettings:
     diffusion_steps: tuple[int, ...] = (4, 16, 48)
     front_features: bool = True
     front_zonal_anomaly: bool = True
+    log_mean_feature: bool = False
     use_neighbours: bool = True
     gradient_checkpointing: bool = False
 
@@ -105,7 +109,8 @@ class VarianceEmulatorSettings:
     @property
     def n_token_features(self) -> int:
         """Features per token before the embedding."""
-        return N_POINT_FEATURES + len(self.diffusion_steps) + (N_FRONT_FEATURES if self.front_features else 0)
+        n_front = N_FRONT_FEATURES if self.front_features else 0
+        return N_POINT_FEATURES + int(self.log_mean_feature) + len(self.diffusion_steps) + n_front
 
 
 class VarianceEmulatorCore(nn.Module):
@@ -117,6 +122,8 @@ class VarianceEmulatorCore(nn.Module):
         Level group and variable group of each channel, long ``[channel]`` (0-based codes).
     input_mean, input_std : torch.Tensor
         Physical mean and std of each channel's field ``[channel]``, to standardise the ensemble mean.
+    positive : torch.Tensor, optional
+        Whether each channel's field is positive everywhere ``[channel]`` (bool; for ``log_mean_feature``).
     front_reference : torch.Tensor, optional
         For each channel, the channel whose front indicator it also sees ``[channel]`` (long; e.g. the
         temperature of its level, whose gradient marks fronts for every variable), -1 for none; default none.
@@ -144,6 +151,7 @@ class VarianceEmulatorCore(nn.Module):
         graph: GridGraph,
         spread_reference: torch.Tensor | None = None,
         front_reference: torch.Tensor | None = None,
+        positive: torch.Tensor | None = None,
         settings: VarianceEmulatorSettings | None = None,
         head: DistributionHead | None = None,
     ) -> None:
@@ -174,6 +182,9 @@ class VarianceEmulatorCore(nn.Module):
         self.register_buffer("edge_dst", graph.dst.long())
         self.register_buffer("edge_attr", graph.edge_attr.float())  # [edges, edge_dim]
 
+        if positive is None:
+            positive = torch.zeros(n_channels, dtype=torch.bool)
+        self.register_buffer("positive", torch.as_tensor(positive, dtype=torch.bool), persistent=False)
         self.gradient = self.rings = None
         if settings.front_features:
             self.gradient = GridGradient(node_coordinates.float(), graph.src, graph.dst)
@@ -287,7 +298,11 @@ class VarianceEmulatorCore(nn.Module):
         centred = log_spread - self.log_spread_reference  # unit-free, pointwise
         mean = (stats.mean - self.input_mean) / self.input_std
         noise = torch.full_like(centred, stats.noise)
-        features = torch.stack([centred, mean, noise, *self._grid_features(centred, mean)], dim=-1)
+        point = [centred, mean, noise]
+        if self.settings.log_mean_feature:
+            ratio = stats.mean.clamp_min(1e-30) / self.input_mean.clamp_min(1e-30)
+            point.append(torch.where(self.positive, torch.log(ratio), torch.zeros_like(ratio)))
+        features = torch.stack([*point, *self._grid_features(centred, mean)], dim=-1)
         features = features.transpose(0, 1)  # [grid, b, channel, features]
         h = (
             self.token_embedding(features)

@@ -29,6 +29,7 @@ spread cannot have its mean subtracted). The model config block::
         diffusion_steps: [4, 16, 48]
         front_features: True
         front_reference: t          # every channel also sees the front indicator of its level's temperature
+        log_mean_feature: False     # log(mean / climatological mean) of the positive fields (q, o3)
         gradient_checkpointing: False
       emulator_no_mp: False          # True: the ablation without message passing
 """
@@ -218,6 +219,7 @@ class VarianceEmulator(nn.Module):
             graph=graph,
             spread_reference=torch.as_tensor(statistics[self.target_dataset]["mean"][data_out]),
             front_reference=front_reference,
+            positive=torch.as_tensor(stats_in["minimum"][data_in]) > 0,
             settings=settings,
             head=instantiate(head_cfg),
         )
