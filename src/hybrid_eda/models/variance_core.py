@@ -272,6 +272,21 @@ class VarianceEmulatorCore(nn.Module):
                 features += [front, torch.log(front + FRONT_OFFSET)]
         return features
 
+    def token_features(self, members: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Debiased log-spread ``[b, grid, channel]`` and token features ``[grid, b, channel, features]`` of
+        ``members [b, M, grid, channel]`` (physical units): the model up to the embedding."""
+        stats = member_spread(members.float(), dim=1)
+        log_spread = stats.log_spread  # [b, grid, channel]
+        centred = log_spread - self.log_spread_reference  # unit-free, pointwise
+        mean = (stats.mean - self.input_mean) / self.input_std
+        noise = torch.full_like(centred, stats.noise)
+        point = [centred, mean, noise]
+        if self.settings.log_mean_feature:
+            ratio = stats.mean.clamp_min(1e-30) / self.input_mean.clamp_min(1e-30)
+            point.append(torch.where(self.positive, torch.log(ratio), torch.zeros_like(ratio)))
+        features = torch.stack([*point, *self._grid_features(centred, mean)], dim=-1)
+        return log_spread, features.transpose(0, 1)
+
     def forward(self, members: torch.Tensor, log_target_mul: torch.Tensor | None = None) -> torch.Tensor:
         """Distribution of ``s_N`` per point and channel.
 
@@ -293,17 +308,7 @@ class VarianceEmulatorCore(nn.Module):
                 f"{tuple(members.shape)} (another grid or another variable list than the model was built for?)"
             )
             raise ValueError(msg)
-        stats = member_spread(members.float(), dim=1)
-        log_spread = stats.log_spread  # [b, grid, channel]
-        centred = log_spread - self.log_spread_reference  # unit-free, pointwise
-        mean = (stats.mean - self.input_mean) / self.input_std
-        noise = torch.full_like(centred, stats.noise)
-        point = [centred, mean, noise]
-        if self.settings.log_mean_feature:
-            ratio = stats.mean.clamp_min(1e-30) / self.input_mean.clamp_min(1e-30)
-            point.append(torch.where(self.positive, torch.log(ratio), torch.zeros_like(ratio)))
-        features = torch.stack([*point, *self._grid_features(centred, mean)], dim=-1)
-        features = features.transpose(0, 1)  # [grid, b, channel, features]
+        log_spread, features = self.token_features(members)
         h = (
             self.token_embedding(features)
             + self.channel_embedding
