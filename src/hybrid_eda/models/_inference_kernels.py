@@ -1,9 +1,12 @@
-"""Numba kernel of the chunked inference: all heads' neighbour sums of a tile of points in one pass.
+"""Numba kernels of the chunked inference: all heads' neighbour sums of a tile of points in one pass; the
+residual LayerNorm of the token updates.
 
 ``torch.sparse.mm`` (MKL CSR) computes one head at a time and runs at 3-10 GFLOP/s on one core at these widths
 (it re-reads every neighbour row once per head); this kernel reads each neighbour row once and accumulates all
 ``K`` heads, and writes the layout the following matrix product wants, ``[T, n, K + 1, latent]`` with the point's
-own tokens in the last slot, so no concatenation is needed. Compiled lazily and cached on disk (``cache=True``).
+own tokens in the last slot, so no concatenation is needed. ``h + LayerNorm(z)`` over rows of 16-32 values is
+3-6 times faster in one pass than torch's ``layer_norm`` and add (measured on one core). Compiled lazily and
+cached on disk (``cache=True``).
 """
 
 from __future__ import annotations
@@ -51,6 +54,27 @@ def multihead_neighbour_sums(crow, col, weights, x, first, out):  # pragma: no c
                 target[heads, d] = x[row, t, d]
 
 
+@njit(cache=True, parallel=True, fastmath=True, error_model="numpy", boundscheck=False)
+def residual_layer_norm(h, z, gamma, beta, eps, out):  # pragma: no cover - compiled
+    """``out = h + (z - mean(z)) / sqrt(var(z) + eps) * gamma + beta`` per row (torch's LayerNorm: biased var).
+
+    ``h, z, out`` float32 ``[rows, width]`` (``out`` may be ``h``), ``gamma, beta`` ``[width]``.
+    """
+    n_rows, width = z.shape
+    for i in prange(n_rows):
+        mean = np.float32(0.0)
+        for d in range(width):
+            mean += z[i, d]
+        mean /= width
+        var = np.float32(0.0)
+        for d in range(width):
+            centred = z[i, d] - mean
+            var += centred * centred
+        scale = np.float32(1.0) / np.sqrt(var / width + eps)
+        for d in range(width):
+            out[i, d] = h[i, d] + (z[i, d] - mean) * scale * gamma[d] + beta[d]
+
+
 def warm_up() -> None:
     """Compile (or load from the cache) for float32 inputs."""
     crow = np.array([0, 1], dtype=np.int64)
@@ -58,3 +82,5 @@ def warm_up() -> None:
     weights = np.ones((1, 1), dtype=np.float32)
     x = np.ones((1, 1, 1), dtype=np.float32)
     multihead_neighbour_sums(crow, col, weights, x, 0, np.empty((1, 1, 2, 1), dtype=np.float32))
+    row = np.ones((1, 2), dtype=np.float32)
+    residual_layer_norm(row, row, row[0], row[0], np.float32(1e-5), np.empty_like(row))

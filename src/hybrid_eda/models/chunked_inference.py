@@ -22,9 +22,10 @@ without changing the function (sums commute with linear maps):
   ``W_1 h + W_2 mean_all(h) + W_3 mean_level(h) + W_4 mean_variable(h)``: the group means are taken on the
   ``latent``-wide tokens, then projected once per group instead of once per token.
 
-Only the order of floating-point operations changes (tested against the core: relative differences ~1e-6). The
-blocks' own modules (``update``, ``output``, ``head``) are called unchanged; the functions read the blocks'
-weights (``values``, ``self_map``, ``project``) and refuse blocks of another kind.
+The residual update ``h + LayerNorm(...)`` is one numba pass (:func:`residual_layer_norm`). Only the order of
+floating-point operations changes (tested against the core: differences ~1e-6). The functions read the blocks'
+weights (``values``, ``self_map``, ``project``, ``update``) and refuse blocks of another kind; the core's
+``output`` and ``head`` are called unchanged.
 """
 
 from __future__ import annotations
@@ -33,11 +34,12 @@ import time
 
 import numpy as np
 import torch
+from torch.nn import functional
 
 from hybrid_eda.layers.aggregation import _csr_pattern, edge_softmax
 from hybrid_eda.layers.blocks import ColumnMixing, GridGraph, GridMessagePassing
 from hybrid_eda.layers.set_pooling import member_spread
-from hybrid_eda.models._inference_kernels import multihead_neighbour_sums
+from hybrid_eda.models._inference_kernels import multihead_neighbour_sums, residual_layer_norm
 from hybrid_eda.models.variance_core import VarianceEmulatorCore
 
 __all__ = [
@@ -62,6 +64,28 @@ def _check_block(block: torch.nn.Module, kind: type) -> None:
             "architecture changed; run the core itself (core(members)) or update hybrid_eda.models.chunked_inference"
         )
         raise TypeError(msg)
+
+
+def _update_(update: torch.nn.Module, own: torch.Tensor, pre: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """``out = own + LayerNorm(W_o GELU(pre + b))``: the block's ``update`` with the residual LayerNorm fused.
+
+    ``own, out`` ``[..., latent]`` contiguous (``out`` may be ``own``), ``pre`` ``[..., width]``.
+    """
+    norm = update.norm
+    if not isinstance(norm, torch.nn.LayerNorm) or norm.weight is None or norm.bias is None:
+        msg = "chunked inference fuses the update's LayerNorm (with weight and bias): the block update changed"
+        raise TypeError(msg)
+    z = update.out(functional.gelu(pre + update.bias))
+    latent = own.shape[-1]
+    residual_layer_norm(
+        own.view(-1, latent).numpy(),
+        z.view(-1, latent).numpy(),
+        norm.weight.detach().numpy(),
+        norm.bias.detach().numpy(),
+        np.float32(norm.eps),
+        out.view(-1, latent).numpy(),
+    )
+    return out
 
 
 def _kernels(block: GridMessagePassing, graph: GridGraph) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -98,7 +122,7 @@ def message_passing_(
         chunk = h[:, :, start : start + channel_chunk]
         tokens = chunk.contiguous()  # [grid, batch, c, latent], read while chunk is overwritten
         if crow is None:
-            chunk.copy_(block.update(tokens, tokens @ weight))
+            chunk.copy_(_update_(block.update, tokens, tokens @ weight, torch.empty_like(tokens)))
             continue
         x = tokens.view(n_grid, -1, latent).numpy()
         for first in range(0, n_grid, grid_chunk):
@@ -107,7 +131,7 @@ def message_passing_(
             multihead_neighbour_sums(crow, col, weights, x, first, stacked)
             pre = torch.from_numpy(stacked).view(-1, weight.shape[0]) @ weight  # [T * batch * c, width]
             own = tokens[rows]
-            chunk[rows] = block.update(own, pre.view(*own.shape[:-1], -1))
+            chunk[rows] = _update_(block.update, own, pre.view(*own.shape[:-1], -1), torch.empty_like(own))
     return h
 
 
@@ -132,7 +156,7 @@ def column_mixing_(block: ColumnMixing, h: torch.Tensor, grid_chunk: int = DEFAU
         pre += chunk.mean(dim=2, keepdim=True) @ all_w
         pre += (_group_means(chunk, level, n_level, level_counts) @ level_w).index_select(2, level)
         pre += (_group_means(chunk, variable, n_variable, variable_counts) @ variable_w).index_select(2, variable)
-        chunk.copy_(block.update(chunk, pre))
+        _update_(block.update, chunk, pre, chunk)
     return h
 
 
