@@ -75,6 +75,49 @@ def residual_layer_norm(h, z, gamma, beta, eps, out):  # pragma: no cover - comp
             out[i, d] = h[i, d] + (z[i, d] - mean) * scale * gamma[d] + beta[d]
 
 
+@njit(cache=True, parallel=True, fastmath=True, error_model="numpy", boundscheck=False)
+def column_means(
+    x, level, level_weight, variable, variable_weight, out_all, out_level, out_variable
+):  # pragma: no cover
+    """Means of each point's tokens ``x[P, C, L]`` over all channels, each level group and each variable group.
+
+    ``level, variable`` int64 ``[C]`` group codes, ``*_weight`` float32 ``[groups]`` (1 / members of the group);
+    writes ``out_all [P, L]``, ``out_level [P, Q_level, L]``, ``out_variable [P, Q_variable, L]``.
+    """
+    n_points, n_channels, latent = x.shape
+    inverse_all = np.float32(1.0) / n_channels
+    for p in prange(n_points):
+        out_all[p] = 0.0
+        out_level[p] = 0.0
+        out_variable[p] = 0.0
+        for c in range(n_channels):
+            lev, var = level[c], variable[c]
+            for d in range(latent):
+                value = x[p, c, d]
+                out_all[p, d] += value
+                out_level[p, lev, d] += value
+                out_variable[p, var, d] += value
+        for d in range(latent):
+            out_all[p, d] *= inverse_all
+        for q in range(out_level.shape[1]):
+            for d in range(latent):
+                out_level[p, q, d] *= level_weight[q]
+        for q in range(out_variable.shape[1]):
+            for d in range(latent):
+                out_variable[p, q, d] *= variable_weight[q]
+
+
+@njit(cache=True, parallel=True, fastmath=True, error_model="numpy", boundscheck=False)
+def add_column_terms(pre, term_all, level, term_level, variable, term_variable):  # pragma: no cover - compiled
+    """``pre[p, c] += term_all[p] + term_level[p, level[c]] + term_variable[p, variable[c]]`` (``[P, C, W]``)."""
+    n_points, n_channels, width = pre.shape
+    for p in prange(n_points):
+        for c in range(n_channels):
+            lev, var = level[c], variable[c]
+            for d in range(width):
+                pre[p, c, d] += term_all[p, d] + term_level[p, lev, d] + term_variable[p, var, d]
+
+
 def warm_up() -> None:
     """Compile (or load from the cache) for float32 inputs."""
     crow = np.array([0, 1], dtype=np.int64)
@@ -84,3 +127,7 @@ def warm_up() -> None:
     multihead_neighbour_sums(crow, col, weights, x, 0, np.empty((1, 1, 2, 1), dtype=np.float32))
     row = np.ones((1, 2), dtype=np.float32)
     residual_layer_norm(row, row, row[0], row[0], np.float32(1e-5), np.empty_like(row))
+    code = np.zeros(1, dtype=np.int64)
+    x = np.ones((1, 1, 1), dtype=np.float32)
+    column_means(x, code, row[0, :1], code, row[0, :1], x[:, 0], x.copy(), x.copy())
+    add_column_terms(x, x[:, 0], code, x, code, x)

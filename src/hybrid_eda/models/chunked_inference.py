@@ -39,7 +39,12 @@ from torch.nn import functional
 from hybrid_eda.layers.aggregation import _csr_pattern, edge_softmax
 from hybrid_eda.layers.blocks import ColumnMixing, GridGraph, GridMessagePassing
 from hybrid_eda.layers.set_pooling import member_spread
-from hybrid_eda.models._inference_kernels import multihead_neighbour_sums, residual_layer_norm
+from hybrid_eda.models._inference_kernels import (
+    add_column_terms,
+    column_means,
+    multihead_neighbour_sums,
+    residual_layer_norm,
+)
 from hybrid_eda.models.variance_core import VarianceEmulatorCore
 
 __all__ = [
@@ -135,28 +140,38 @@ def message_passing_(
     return h
 
 
-def _group_means(x: torch.Tensor, group: torch.Tensor, n_groups: int, counts: torch.Tensor) -> torch.Tensor:
-    """Means of ``x[g, batch, channel, latent]`` over the channels of each group: ``[g, batch, n_groups, latent]``."""
-    sums = x.new_zeros((*x.shape[:2], n_groups, x.shape[-1])).index_add_(2, group, x)
-    return sums / counts[:, None]
-
-
 def column_mixing_(block: ColumnMixing, h: torch.Tensor, grid_chunk: int = DEFAULT_GRID_CHUNK) -> torch.Tensor:
-    """Apply ``block`` to ``h[grid, batch, channel, latent]`` in place, ``grid_chunk`` points at a time."""
+    """Apply ``block`` to ``h[grid, batch, channel, latent]`` in place, ``grid_chunk`` points at a time.
+
+    Per chunk: the column means of the tokens (all channels, level groups, variable groups; one numba pass),
+    projected once per group, added to the own projection in one pass, then the block's residual update.
+    """
     _check_block(block, ColumnMixing)
     own_w, all_w, level_w, variable_w = (w.t() for w in block.project.weight.split(block.width, dim=0))
-    groups = []
+    codes, weights = [], []
     for group in (block.channel_level, block.channel_variable):
-        n_groups = int(group.max()) + 1
-        groups.append((group, n_groups, torch.bincount(group, minlength=n_groups).to(h.dtype)))
-    (level, n_level, level_counts), (variable, n_variable, variable_counts) = groups
-    for start in range(0, h.shape[0], grid_chunk):
+        counts = torch.bincount(group, minlength=int(group.max()) + 1).float()
+        codes.append(group.numpy())
+        weights.append((1.0 / counts.clamp_min(1.0)).numpy())
+    (level, variable), (level_weight, variable_weight) = codes, weights
+    n_grid, n_batch, n_channels, latent = h.shape
+    for start in range(0, n_grid, grid_chunk):
         chunk = h[start : start + grid_chunk]  # contiguous [g, batch, channel, latent]
-        pre = chunk @ own_w  # [g, batch, channel, width]
-        pre += chunk.mean(dim=2, keepdim=True) @ all_w
-        pre += (_group_means(chunk, level, n_level, level_counts) @ level_w).index_select(2, level)
-        pre += (_group_means(chunk, variable, n_variable, variable_counts) @ variable_w).index_select(2, variable)
-        _update_(block.update, chunk, pre, chunk)
+        points = chunk.view(-1, n_channels, latent)  # [g * batch, channel, latent]
+        n_points = points.shape[0]
+        mean_all = torch.empty((n_points, latent))
+        mean_level = torch.empty((n_points, len(level_weight), latent))
+        mean_variable = torch.empty((n_points, len(variable_weight), latent))
+        column_means(
+            points.numpy(), level, level_weight, variable, variable_weight,
+            mean_all.numpy(), mean_level.numpy(), mean_variable.numpy(),
+        )  # fmt: skip
+        pre = points @ own_w  # [g * batch, channel, width]
+        add_column_terms(
+            pre.numpy(), (mean_all @ all_w).numpy(), level, (mean_level @ level_w).numpy(), variable,
+            (mean_variable @ variable_w).numpy(),
+        )  # fmt: skip
+        _update_(block.update, chunk, pre.view(*chunk.shape[:-1], -1), chunk)
     return h
 
 
