@@ -18,7 +18,8 @@ adapter as anemoi-training builds it, with random weights (seeded; the timing do
 package's N80 grid (:func:`hybrid_eda.synthetic.grids.make_grid`) with the graph of ``configs/graph`` (anemoi-graphs
 9-NN, edge length and direction). Input: ``--members`` random positive members of one date. ``--settings``
 overrides ``model.model`` (``latent=24,rounds=3``) per row. Times exclude building the model and graph (~2 s).
-glibc malloc keeps freed memory (:func:`hybrid_eda.training.malloc.keep_freed_memory`), as in training.
+glibc malloc keeps freed memory (:func:`hybrid_eda.training.malloc.keep_freed_memory`), as in training;
+``OMP_WAIT_POLICY=PASSIVE`` unless set (spinning OpenMP threads starve numba's: 16 times slower on 2 threads).
 ``--phases`` adds the chunked path's time per phase (features, embedding, message passing, column mixing,
 output). Threads: ``torch.set_num_threads``; the load average of the machine is printed with the table.
 """
@@ -85,7 +86,11 @@ def worker(spec: dict) -> dict:
 
 
 def run_row(spec: dict) -> dict:
-    env = {**os.environ, "NUMBA_NUM_THREADS": str(spec["threads"])}  # the chunked path's numba kernel
+    # NUMBA_NUM_THREADS: the chunked path's numba kernels. OMP_WAIT_POLICY=PASSIVE: torch's OpenMP threads sleep
+    # between operations instead of spinning, which otherwise steal the cores from numba's threads (and from
+    # other processes): 2 threads were 16 times slower than 1 without it on the shared 2-core machine.
+    env = {**os.environ, "NUMBA_NUM_THREADS": str(spec["threads"])}
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     result = subprocess.run(
         [sys.executable, __file__, "--worker", json.dumps(spec)], capture_output=True, text=True, check=False, env=env
     )
@@ -160,7 +165,10 @@ def main(argv: list[str] | None = None) -> int:
                     phases = ", ".join(f"{name} {value:.2f}" for name, value in row["phases"].items())
                     print(f"|  | phases (s): {phases} | | | | | | |", flush=True)
                 rows.append(row)
-    print(f"load average after: {load_average()}; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}")
+    print(
+        f"load average after: {load_average()}; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}, "
+        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'PASSIVE')} (rows)"
+    )
     if args.json:
         with open(args.json, "w") as stream:
             json.dump({"load_average": load_average(), "rows": rows}, stream, indent=1)
