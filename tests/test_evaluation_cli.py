@@ -353,7 +353,6 @@ def test_date_windows_split_one_eda(folders, tmp_path, capsys, caplog):
 
 
 # -- stores built as the recipes describe ---------------------------------------------------------------------------
-@pytest.mark.slow
 def test_stores_of_the_mars_recipes_evaluate_without_a_floor(tmp_path, capsys):
     """The shipped MARS recipes (shrunk to 3 members, 2 levels, 3 dates; MARS mocked as in test_recipes) build a
     member and a std store that ``evaluate variance`` scores unchanged: one store, train and test date windows,
