@@ -62,7 +62,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "isotropic filter tuned per field, gradient boosting on multi-scale and flow features (own field and pooled "
         "over a level), the emulator and the emulator without message passing (with CHECKPOINT), and on a "
         "synthetic EDA the sampling floor E[s_N | M members, truth, sigma_b]; gap closed, improvement over the "
-        "filter, 90%% coverage (overall and on fronts), CRPS, NLL, PIT. Fitted on --train, scored on --test "
+        "filter, 90% coverage (overall and on fronts), CRPS, NLL, PIT. Fitted on --train, scored on --test "
         "(held-out dates: a synthetic EDA of another seed, or stores of another period).",
     )
     parser.add_argument("checkpoint", nargs="?", type=Path, default=None,
