@@ -204,6 +204,9 @@ def test_seeded_hybrid_cycle_is_reproducible_and_keeps_track():
         e["analysis_rmse"] for e in again.output.experiments
     ]
     assert all(0.2 < e["analysis_rmse"] < 0.6 for e in first.output.experiments)  # full EDA ~0.19, lost > 1
+    # Experiment 1 of the batch is, bit for bit, the single run with seed 1 (its own emulator stream).
+    single = run_experiment(ExperimentConfig.from_preset(**(config.to_dict() | {"seed": 1, "batch": 1})))
+    assert single.output.experiments[0]["analysis_rmse"] == first.output.experiments[1]["analysis_rmse"]
 
 
 @pytest.mark.parametrize(
