@@ -43,6 +43,8 @@ def _core(levels: int = 3, seed: int = 0, **settings) -> VarianceEmulatorCore:
         node_coordinates=coordinates,
         graph=graph,
         spread_reference=torch.rand(n) + 0.5,
+        positive=torch.arange(n) % 2 == 0,
+        front_reference=torch.arange(n).flip(0),
         settings=VarianceEmulatorSettings(**{**defaults, **settings}),
     )
     with torch.no_grad():
@@ -69,7 +71,16 @@ def test_chunked_forward_equals_the_core(channel_chunk, grid_chunk):
     assert not torch.equal(expected[:, 0], torch.zeros_like(expected[:, 0]))
 
 
-@pytest.mark.parametrize("settings", [{"use_neighbours": False}, {"hidden_ratio": 2, "rounds": 1}, {"heads": 1}])
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"use_neighbours": False},
+        {"hidden_ratio": 2, "rounds": 1},
+        {"heads": 1},
+        {"log_mean_feature": True},
+        {"diffusion_steps": (), "front_features": False},
+    ],
+)
 def test_chunked_forward_equals_the_core_for_other_settings(settings):
     core = _core(**settings)
     members = _members(core, m=3)

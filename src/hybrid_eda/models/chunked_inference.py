@@ -24,8 +24,8 @@ without changing the function (sums commute with linear maps):
 
 The residual update ``h + LayerNorm(...)`` is one numba pass (:func:`residual_layer_norm`). Only the order of
 floating-point operations changes (tested against the core: differences ~1e-6). The functions read the blocks'
-weights (``values``, ``self_map``, ``project``, ``update``) and refuse blocks of another kind; the core's
-``output`` and ``head`` are called unchanged.
+weights (``values``, ``self_map``, ``project``, ``update``) and refuse blocks of another kind; the core's own
+``token_features``, ``output`` and ``head`` are called unchanged.
 """
 
 from __future__ import annotations
@@ -38,7 +38,6 @@ from torch.nn import functional
 
 from hybrid_eda.layers.aggregation import _csr_pattern, edge_softmax
 from hybrid_eda.layers.blocks import ColumnMixing, GridGraph, GridMessagePassing
-from hybrid_eda.layers.set_pooling import member_spread
 from hybrid_eda.models._inference_kernels import (
     add_column_terms,
     column_means,
@@ -53,7 +52,6 @@ __all__ = [
     "chunked_forward",
     "column_mixing_",
     "message_passing_",
-    "token_features",
 ]
 
 #: Channels per message-passing chunk (a chunk is [grid, batch, chunk, latent]: 37 MB at N80, latent 32).
@@ -175,21 +173,6 @@ def column_mixing_(block: ColumnMixing, h: torch.Tensor, grid_chunk: int = DEFAU
     return h
 
 
-def token_features(core: VarianceEmulatorCore, members: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The core's debiased log-spread ``[b, grid, channel]`` and token features ``[grid, b, channel, features]``.
-
-    The first lines of :meth:`VarianceEmulatorCore.forward`, up to the embedding (the grid features are the
-    core's own :meth:`_grid_features`).
-    """
-    stats = member_spread(members.float(), dim=1)
-    log_spread = stats.log_spread  # [b, grid, channel]
-    centred = log_spread - core.log_spread_reference
-    mean = (stats.mean - core.input_mean) / core.input_std
-    noise = torch.full_like(centred, stats.noise)
-    features = torch.stack([centred, mean, noise, *core._grid_features(centred, mean)], dim=-1)
-    return log_spread, features.transpose(0, 1)
-
-
 def chunked_forward(
     core: VarianceEmulatorCore,
     members: torch.Tensor,
@@ -242,7 +225,7 @@ def chunked_forward(
         msg = f"chunk sizes must be >= 1, got channel_chunk={channel_chunk}, grid_chunk={grid_chunk}"
         raise ValueError(msg)
     clock = _Clock(timings)
-    log_spread, features = token_features(core, members)  # [b, grid, channel], [grid, b, channel, features]
+    log_spread, features = core.token_features(members)  # [b, grid, channel], [grid, b, channel, features]
     # h = embedding(features) + channel embedding + point embedding, point chunk by point chunk (no full temporaries)
     points = core.point_embedding(core.point_features)[:, None, None, :]  # [grid, 1, 1, latent]
     clock.lap("features")
