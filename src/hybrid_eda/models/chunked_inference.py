@@ -16,11 +16,13 @@ a chunk, and peak memory is about one token tensor plus the input. Within a bloc
 without changing the function (sums commute with linear maps):
 
 * message passing ``W_s h + sum_k A_k (h V_k)`` (``A_k`` the sparse kernel of head k) is computed as
-  ``[A_1 h, ..., A_K h, h] @ [V_1; ...; V_K; W_s^T]``: K sparse sums at width ``latent`` and one matrix product
-  with ``(K + 1) latent`` inputs instead of K + 1 narrow products, K full-size sums and a copy;
+  ``[A_1 h, ..., A_K h, h] @ [V_1; ...; V_K; W_s^T]``: all heads' neighbour sums at width ``latent`` in one
+  numba pass over a tile of points (:func:`multihead_neighbour_sums`), then one matrix product with
+  ``(K + 1) latent`` inputs, instead of K + 1 narrow products, K sparse sums at width ``width`` and a copy;
 * column mixing ``W_1 h + mean_all(W_2 h) + mean_level(W_3 h) + mean_variable(W_4 h)`` is computed as
   ``W_1 h + W_2 mean_all(h) + W_3 mean_level(h) + W_4 mean_variable(h)``: the group means are taken on the
-  ``latent``-wide tokens, then projected once per group instead of once per token.
+  ``latent``-wide tokens (one numba pass, :func:`column_means`), then projected once per group instead of once
+  per token, and added back in one pass (:func:`add_column_terms`).
 
 The residual update ``h + LayerNorm(...)`` is one numba pass (:func:`residual_layer_norm`). Only the order of
 floating-point operations changes (tested against the core: differences ~1e-6). The functions read the blocks'
