@@ -27,7 +27,10 @@ SPLITS = {
     "validation": ("2000-06-24", "2000-07-03"),  # 40 dates
     "test": ("2000-07-04", "2000-07-13"),  # 40 dates
 }
-STEPS = 60  # 6 epochs of 10 batches of 8 samples: ~3 s of training on one core (plus ~12 s of start-up)
+# 25 epochs of 10 batches of 8 samples: ~15 s of training on one core (plus ~12 s of start-up). Every path from
+# the data to the forecast runs through the hidden mesh (tests/test_l96_forecaster_model.py), whose signal is
+# weak at initialisation: the forecast stays at persistence for ~150 steps before it learns.
+STEPS = 250
 
 
 def _forecast_rmse(checkpoint: Path, store: Path, start: str, end: str) -> tuple[float, float]:
