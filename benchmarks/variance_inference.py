@@ -38,6 +38,8 @@ from variance_setup import load_average, set_threads_default
 
 set_threads_default()
 
+from hybrid_eda.models.chunked_inference import DEFAULT_CHANNEL_CHUNK, DEFAULT_GRID_CHUNK  # noqa: E402
+
 PATHS = ("core", "chunked")
 
 
@@ -66,7 +68,13 @@ def worker(spec: dict) -> dict:
             if spec["path"] == "core":
                 out = core(members)
             else:
-                out = chunked_forward(core, members, timings=phases if spec["phases"] else None)
+                out = chunked_forward(
+                    core,
+                    members,
+                    channel_chunk=spec["channel_chunk"],
+                    grid_chunk=spec["grid_chunk"],
+                    timings=phases if spec["phases"] else None,
+                )
             times.append(time.perf_counter() - start)
             del out
     settings = core.settings
@@ -116,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=2, help="timed forward passes per row (median reported)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--phases", action="store_true", help="time per phase of the chunked path")
+    parser.add_argument("--channel-chunk", type=int, default=DEFAULT_CHANNEL_CHUNK, help="chunked path's channels")
+    parser.add_argument("--grid-chunk", type=int, default=DEFAULT_GRID_CHUNK, help="chunked path's points per tile")
     parser.add_argument("--json", help="also write the rows to this JSON file")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -147,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
                     "repeats": args.repeats,
                     "seed": args.seed,
                     "phases": args.phases,
+                    "channel_chunk": args.channel_chunk,
+                    "grid_chunk": args.grid_chunk,
                 }
                 row = run_row(spec)
                 median = statistics.median(row["seconds"])
