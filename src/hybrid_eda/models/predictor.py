@@ -21,11 +21,12 @@ import torch
 
 from hybrid_eda.distributions import PredictiveDistribution
 from hybrid_eda.layers.heads import GaussianHead
+from hybrid_eda.models.chunked_inference import chunked_forward
 
 LOGGER = logging.getLogger(__name__)
 
-#: Dates per forward pass (bounds memory: tokens are dates x grid x fields x latent).
-DATES_PER_PASS = 4
+#: Dates per forward pass (bounds memory: tokens are dates x grid x fields x latent; 1 at N80 x 137 x 6).
+DATES_PER_PASS = 1
 
 
 class VariancePredictor:
@@ -47,8 +48,11 @@ class VariancePredictor:
                 f"{', '.join(self.variables[:3])}, ...; got shape {tuple(x.shape)}"
             )
             raise ValueError(msg)
-        with torch.no_grad():
-            parts = [self.core(x[i : i + DATES_PER_PASS].float()) for i in range(0, x.shape[0], DATES_PER_PASS)]
+        with (
+            torch.inference_mode()
+        ):  # the core's function computed in place (models.chunked_inference): ~3x faster on CPUs
+            batches = [x[i : i + DATES_PER_PASS].float() for i in range(0, x.shape[0], DATES_PER_PASS)]
+            parts = [chunked_forward(self.core, batch) for batch in batches]
         return self.distribution.from_tensor(torch.cat(parts))  # physical units: no target normaliser
 
 
