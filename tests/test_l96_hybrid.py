@@ -251,6 +251,24 @@ def test_a_blown_up_seed_is_counted_lost_and_the_others_are_the_single_runs():
     assert d.lost_fraction == pytest.approx(1 / 3) and d.high == np.inf and np.isfinite(d.median)
 
 
+class _Explodes(_BlowsUp):
+    """Experiment 1 gets finite but astronomically large analyses: the next forecast turns them NaN."""
+
+    def analyse(self, background, observations, rng=None, *, n_analyses=None):
+        out = ETKF.analyse(self, background, observations, rng, n_analyses=n_analyses)
+        self.calls += 1
+        if self.calls == 1 + 6:
+            out[1] = (out[1] - out[1].mean()) * 1e200  # mixed signs: inf - inf = NaN in the forecast
+        return out
+
+
+def test_a_seed_whose_background_turns_nan_is_retired_not_fatal():
+    settings = CycleSettings(cycles=40, spinup=10, members=N, batch=3, seed=5)
+    out = run_cycles(MODEL, OBS, _Explodes(MODEL, OBS, inflation=1.05), settings, mask_diverged=True)
+    assert out.experiments[1]["diverged_at_cycle"] == 6 and out.experiments[1]["analysis_rmse"] == np.inf
+    assert out.experiments[0]["diverged_at_cycle"] is None and np.isfinite(out.experiments[2]["analysis_rmse"])
+
+
 def test_seed_distribution_matches_numpy():
     values = np.random.default_rng(0).uniform(0.1, 1.5, 33)
     d = SeedDistribution.of(values)

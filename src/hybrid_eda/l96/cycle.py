@@ -302,7 +302,8 @@ def run_cycles(
                     xb = ens  # [B, N, n]
                     size = np.abs(xb).max()
                     if mask_diverged and not size <= _LOST_STATE:
-                        xb = _retire(xb, np.abs(xb).max(axis=(-2, -1)) > _LOST_STATE, truth_c[c], lost_at, cycle)
+                        blown = ~(np.abs(xb).max(axis=(-2, -1)) <= _LOST_STATE)  # NaN rows too
+                        xb = _retire(xb, blown, truth_c[c], lost_at, cycle)
                     elif not np.isfinite(size):
                         raise _divergence(
                             cycle,
