@@ -30,11 +30,10 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 
-from variance_setup import load_average, set_threads_default
+from variance_setup import channel_names, load_average, run_worker, set_threads_default
 
 set_threads_default()
 
@@ -99,16 +98,11 @@ def run_row(spec: dict) -> dict:
     # other processes): 2 threads were 16 times slower than 1 without it on the shared 2-core machine.
     env = {**os.environ, "NUMBA_NUM_THREADS": str(spec["threads"])}
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    result = subprocess.run(
-        [sys.executable, __file__, "--worker", json.dumps(spec)], capture_output=True, text=True, check=False, env=env
-    )
-    if result.returncode != 0:
-        raise RuntimeError(f"row {spec} failed:\n{result.stderr[-4000:]}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return run_worker(__file__, spec, env)
 
 
 def full_channels(levels: int) -> int:
-    return 5 * levels + 1
+    return len(channel_names(levels))
 
 
 def main(argv: list[str] | None = None) -> int:

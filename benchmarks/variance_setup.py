@@ -6,9 +6,12 @@ see each other).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import resource
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -60,6 +63,17 @@ def setting_overrides(settings: str) -> list[str]:
             raise SystemExit(msg)
         overrides.append(f"model.model.{match.group(1)}={match.group(2)}")
     return overrides
+
+
+def run_worker(script: str, spec: dict, env: dict[str, str] | None = None) -> dict:
+    """Run one benchmark row as ``python SCRIPT --worker SPEC`` in a fresh process (its own peak memory); the
+    worker prints its result as JSON on the last line."""
+    result = subprocess.run(
+        [sys.executable, script, "--worker", json.dumps(spec)], capture_output=True, text=True, check=False, env=env
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"row {spec} failed:\n{result.stderr[-4000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def channel_names(levels: int) -> list[str]:

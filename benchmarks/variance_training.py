@@ -29,11 +29,10 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 
-from variance_setup import load_average, set_threads_default
+from variance_setup import channel_names, load_average, run_worker, set_threads_default
 
 set_threads_default()
 
@@ -86,12 +85,7 @@ def worker(spec: dict) -> dict:
 
 
 def run_row(spec: dict) -> dict:
-    result = subprocess.run(
-        [sys.executable, __file__, "--worker", json.dumps(spec)], capture_output=True, text=True, check=False
-    )
-    if result.returncode != 0:
-        raise RuntimeError(f"row {spec} failed:\n{result.stderr[-4000:]}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return run_worker(__file__, spec)
 
 
 def fit_channels(rows: list[dict], channels: int) -> dict[int, dict]:
@@ -125,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(worker(json.loads(args.worker))))
         return 0
 
-    full_channels = 5 * args.full_levels + 1
+    full_channels = len(channel_names(args.full_levels))
     print(f"variance emulator training step (model forward + NLL + backward + AdamW), M = 5; load average before: "
           f"{load_average()}")  # fmt: skip
     print("| config | grid x channels | batch | parameters | threads | s/step (median) | samples/s | peak RSS GB |"
