@@ -39,14 +39,20 @@ def test_variance_data_defaults_are_the_embedded_training_data():
         config_from_args(_parse(_add_arguments, ["--set", "errors.no_such_key=1"]))
 
 
-def _params(node):
+def _grib(node, key):
+    """The ``key`` of every ``grib`` source in a recipe's input, in order (lists are flattened)."""
     if isinstance(node, list):
-        return [p for value in node for p in _params(value)]
+        return [v for value in node for v in _grib(value, key)]
     if isinstance(node, dict):
         grib = node.get("grib")
-        own = list(grib["param"]) if isinstance(grib, dict) else []
-        return own + [p for key, value in node.items() if key != "grib" for p in _params(value)]
+        own = grib[key] if isinstance(grib, dict) else []
+        own = list(own) if isinstance(own, list) else [own]
+        return own + [v for name, value in node.items() if name != "grib" for v in _grib(value, key)]
     return []
+
+
+def _params(node):
+    return _grib(node, "param")
 
 
 @pytest.mark.parametrize("name", RECIPES.values())
@@ -60,13 +66,4 @@ def test_local_recipes_read_only_the_variables_asked_for_with_absolute_paths(nam
     assert ("ensemble-statistics" in text) == name.endswith("std-local")
     only_t = local_recipe(name, tmp_path, SyntheticEDAConfig(grid="O32", levels=2, members=4, variables=("t",)))
     assert _params(only_t["input"]) == ["t"]  # the lnsp source is dropped from the join
-    assert all(Path(p).is_absolute() for p in _paths(only_t["input"]))
-
-
-def _paths(node):
-    if isinstance(node, list):
-        return [p for value in node for p in _paths(value)]
-    if isinstance(node, dict):
-        own = [node["grib"]["path"]] if isinstance(node.get("grib"), dict) else []
-        return own + [p for key, value in node.items() if key != "grib" for p in _paths(value)]
-    return []
+    assert all(Path(p).is_absolute() for p in _grib(only_t["input"], "path"))
