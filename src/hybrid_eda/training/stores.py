@@ -23,7 +23,7 @@ import dataclasses
 import logging
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,32 +44,32 @@ class VarianceStores:
     spread: Path
 
 
-def _absolute_grib_paths(node: Any, root: Path) -> None:
-    """Make every ``grib: {path: ...}`` of a recipe absolute (relative to ``root``), in place."""
-    if isinstance(node, dict):
-        grib = node.get("grib")
-        if isinstance(grib, dict) and "path" in grib and not Path(grib["path"]).is_absolute():
-            grib["path"] = str(root / grib["path"])
-        for value in node.values():
-            _absolute_grib_paths(value, root)
-    elif isinstance(node, list):
-        for value in node:
-            _absolute_grib_paths(value, root)
-
-
-def _select_params(node: Any, variables: Sequence[str]) -> Any:
-    """The recipe ``node`` reading only ``variables``: each ``grib`` source keeps its params among them, and a
-    source left with none is dropped from its ``join``."""
+def _map_grib_sources(node: Any, update: Callable[[dict], dict | None]) -> Any:
+    """The recipe ``node`` with every ``grib`` source's options replaced by ``update(options)``; a source for
+    which it returns None is dropped from its list (``join``)."""
     if isinstance(node, list):
-        kept = [_select_params(value, variables) for value in node]
+        kept = [_map_grib_sources(value, update) for value in node]
         return [value for value in kept if value is not None]
     if not isinstance(node, dict):
         return node
     grib = node.get("grib")
-    if isinstance(grib, dict) and "param" in grib:
-        params = [p for p in grib["param"] if p in variables]
-        return {**node, "grib": {**grib, "param": params}} if params else None
-    return {key: _select_params(value, variables) for key, value in node.items()}
+    if isinstance(grib, dict):
+        options = update(grib)
+        return None if options is None else {**node, "grib": options}
+    return {key: _map_grib_sources(value, update) for key, value in node.items()}
+
+
+def _local_source(grib: dict, root: Path, variables: Sequence[str]) -> dict | None:
+    """A ``grib`` source reading only ``variables`` (None if it reads none of them), its path absolute under
+    ``root``."""
+    grib = dict(grib)
+    if "param" in grib:
+        grib["param"] = [p for p in grib["param"] if p in variables]
+        if not grib["param"]:
+            return None
+    if "path" in grib and not Path(grib["path"]).is_absolute():
+        grib["path"] = str(root / grib["path"])
+    return grib
 
 
 def local_recipe(name: str, root: Path, config: Any) -> dict:
@@ -83,8 +83,8 @@ def local_recipe(name: str, root: Path, config: Any) -> dict:
         "end": dates[-1].isoformat(),
         "frequency": f"{int(config.frequency_hours)}h",
     }
-    recipe["input"] = _select_params(recipe["input"], tuple(config.variables))
-    _absolute_grib_paths(recipe["input"], root)
+    variables = tuple(config.variables)
+    recipe["input"] = _map_grib_sources(recipe["input"], lambda grib: _local_source(grib, root, variables))
     return recipe
 
 
