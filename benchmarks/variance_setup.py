@@ -116,38 +116,20 @@ def build_emulator(config: str, levels: int, coordinates, graph_data, overrides=
     output layer starts at zero (an untrained model predicts the debiased s_M); it is drawn at random, seeded,
     so that comparisons of two forward passes see the whole network.
     """
-    import numpy as np
-    from anemoi.models.data_indices.collection import IndexCollection
     from omegaconf import OmegaConf
 
-    from hybrid_eda.models import VarianceEmulator
+    from hybrid_eda.models.standalone import build_variance_emulator
 
     cfg = composed_config(config, overrides)
     inputs = channel_names(levels)
     targets = [name.replace("_", "_std_", 1) for name in inputs]
     OmegaConf.update(cfg, "data.datasets.spread.diagnostic", targets, force_add=True)
     model_config = OmegaConf.create({"model": OmegaConf.to_container(cfg.model, resolve=True), "data": cfg.data})
-    data = model_config.data.datasets
-    indices = {
-        "members": IndexCollection(data.members, {n: i for i, n in enumerate(inputs)}),
-        "spread": IndexCollection(data.spread, {n: i for i, n in enumerate(targets)}),
-    }
-    statistics = {
-        name: {key: np.ones(len(names)) for key in ("mean", "stdev", "minimum", "maximum")}
-        for name, names in (("members", inputs), ("spread", targets))
-    }
     graph_data["spread"].x = coordinates
     torch.manual_seed(seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model = VarianceEmulator(
-            model_config=model_config,
-            data_indices=indices,
-            statistics=statistics,
-            graph_data=graph_data,
-            n_step_input=1,
-            n_step_output=1,
-        )
+        model = build_variance_emulator(model_config, inputs, targets, graph_data)
     with torch.no_grad():
         model.core.output.mlp[-1].weight.normal_(0.0, 0.1)
     return model.eval()

@@ -313,22 +313,11 @@ def _shipped_model_config(name: str, levels: int, overrides: list[str] | None = 
 def _emulator(
     model_config, levels: int, targets: list[str], *, shift_target_grid: bool = False, declare_targets: bool = True
 ):
-    from anemoi.models.data_indices.collection import IndexCollection
     from torch_geometric.data import HeteroData
 
-    from hybrid_eda.models import VarianceEmulator
+    from hybrid_eda.models.standalone import build_variance_emulator
 
-    inputs = _names(levels)
     model_config.data.datasets.spread.diagnostic = targets if declare_targets else []
-    data = model_config.data.datasets
-    indices = {
-        "members": IndexCollection(data.members, {n: i for i, n in enumerate(inputs)}),
-        "spread": IndexCollection(data.spread, {n: i for i, n in enumerate(targets)}),
-    }
-    statistics = {
-        name: {key: np.ones(len(vars_)) for key in ("mean", "stdev", "minimum", "maximum")}
-        for name, vars_ in (("members", inputs), ("spread", targets))
-    }
     coordinates, graph = _sphere_graph()
     graph_data = HeteroData()
     graph_data["members"].x = coordinates
@@ -337,14 +326,7 @@ def _emulator(
     edges.edge_index = torch.stack([graph.src, graph.dst])
     edges.edge_length = graph.edge_attr[:, :1]
     edges.edge_dirs = graph.edge_attr[:, 1:]
-    return VarianceEmulator(
-        model_config=model_config,
-        data_indices=indices,
-        statistics=statistics,
-        graph_data=graph_data,
-        n_step_input=1,
-        n_step_output=1,
-    )
+    return build_variance_emulator(model_config, _names(levels), targets, graph_data)
 
 
 def _shipped_configs() -> list[str]:
