@@ -19,10 +19,21 @@ scalers; ``pred`` carries the distribution's two parameters on the ensemble axis
     :class:`GaussianNLLLoss`, :class:`LogNormalNLLLoss`.
 ``crps``
     :class:`GaussianCRPS`, :class:`LogNormalCRPS` (closed forms).
+``member_scores``
+    :class:`GeneratedMemberScore`: anemoi's ensemble losses (CRPS, energy score) on the member generator's
+    replicas of each target member.
 """
 
 from hybrid_eda.losses.base import DistributionLoss
 from hybrid_eda.losses.crps import GaussianCRPS, LogNormalCRPS
+from hybrid_eda.losses.member_scores import GeneratedMemberScore
 from hybrid_eda.losses.nll import GaussianNLLLoss, LogNormalNLLLoss
 
-__all__ = ["DistributionLoss", "GaussianCRPS", "GaussianNLLLoss", "LogNormalCRPS", "LogNormalNLLLoss"]
+__all__ = [
+    "DistributionLoss",
+    "GaussianCRPS",
+    "GaussianNLLLoss",
+    "GeneratedMemberScore",
+    "LogNormalCRPS",
+    "LogNormalNLLLoss",
+]

@@ -21,6 +21,9 @@ guide backgrounds; clamped; 0 if ``rescale_anomalies`` is off), and
     guides       delta / sb, log(s_a / sb), log(s_gb / sb), regression slope of the guides' analysis on
                  background anomalies, (mean of guide backgrounds - xb) / sb, a flag for guide backgrounds given
     state        (xb - variable_mean) / variable_scale, log(sb / variable_scale)
+    observations (y - xb) / sb and an observed flag (1 observed, 0 not or NaN), with
+                 ``observation_features`` on: the observations ``y[b, grid, var]`` on the grid (the L96 store's
+                 ``obs``); without them the flag is 0 everywhere
       -> per point: Linear over [variables x features] (+ node features, + time embedding)
       -> R x [message passing on the grid graph (layers.blocks), member mixing within the ensemble]
       -> Linear to (du_theta, sigma_theta) per variable, initialised at zero.
@@ -65,6 +68,8 @@ from hybrid_eda.layers.member_mixing import MemberMixing, group_mean
 
 #: Input features per variable: member (2), particles (2), guides (6), state (2).
 N_FEATURES = 12
+#: Extra features per variable with ``observation_features``: innovation (y - xb) / sb and an observed flag.
+N_OBSERVATION_FEATURES = 2
 #: Smallest mean square kept before a log (unit-free).
 _TINY = 1e-12
 
@@ -91,6 +96,8 @@ class MemberGeneratorSettings:
         ``|rho|`` is clamped to this (noisy spread ratios of few guides).
     spread_floor : float
         Floor of the background spread, relative to ``variable_scale`` (a point where all backgrounds agree).
+    observation_features : bool
+        Feed the observations (innovation and observed flag per point and variable) to the network.
     """
 
     latent: int = 32
@@ -103,6 +110,12 @@ class MemberGeneratorSettings:
     rescale_anomalies: bool = True
     max_log_rescale: float = 2.0
     spread_floor: float = 1e-3
+    observation_features: bool = False
+
+    @property
+    def n_features(self) -> int:
+        """Input features per variable of the network."""
+        return N_FEATURES + (N_OBSERVATION_FEATURES if self.observation_features else 0)
 
     def __post_init__(self) -> None:
         for name in ("latent", "rounds", "heads", "kernel_hidden", "hidden_ratio", "time_features", "steps"):
@@ -125,7 +138,8 @@ class GuideContext:
     rate : torch.Tensor
         ``rho`` (zeros if anomalies are not rescaled).
     guide_features : torch.Tensor
-        ``[b, 1, grid, var, 6]`` guide and ``[b, 1, grid, var, 2]`` state features, concatenated: ``[..., 8]``.
+        ``[b, 1, grid, var, 6]`` guide and ``[b, 1, grid, var, 2]`` state features, concatenated: ``[..., 8]``
+        (``[..., 10]`` with the two observation features).
     """
 
     centre: torch.Tensor
@@ -185,11 +199,13 @@ def pool_guides(
     settings: MemberGeneratorSettings,
     variable_mean: torch.Tensor,
     variable_scale: torch.Tensor,
+    observations: torch.Tensor | None = None,
 ) -> GuideContext:
     """Pool the starts ``backgrounds[b, k, grid, var]``, ``guides[b, N_s, grid, var]`` (and their backgrounds).
 
     Every statistic is a symmetric function of the backgrounds and of the (analysis, background) pairs of the
-    guides, so the result does not depend on their order.
+    guides, so the result does not depend on their order. ``observations[b, grid, var]`` (NaN where unobserved)
+    are used only with ``settings.observation_features``.
     """
     everything = backgrounds if guide_backgrounds is None else torch.cat([backgrounds, guide_backgrounds], dim=1)
     centre = everything.mean(dim=1, keepdim=True)  # [b, 1, grid, var]
@@ -218,7 +234,16 @@ def pool_guides(
     state = [(centre - variable_mean) / variable_scale, torch.log(spread / variable_scale)]
     features = [delta / spread, torch.log(torch.sqrt(guide_spread**2 + floor**2) / spread)]
     features += [gb_spread, slope, gb_offset, flag]
-    return GuideContext(centre, spread, delta, rate, torch.stack(features + state, dim=-1))
+    features += state
+    if settings.observation_features:
+        if observations is None:
+            innovation, observed = zeros, zeros
+        else:
+            y = observations.unsqueeze(1)  # [b, 1, grid, var]
+            observed = torch.isfinite(y).to(centre.dtype)
+            innovation = torch.where(observed > 0, (torch.nan_to_num(y) - centre) / spread, zeros)
+        features += [innovation, observed]
+    return GuideContext(centre, spread, delta, rate, torch.stack(features, dim=-1))
 
 
 class MemberGeneratorCore(nn.Module):
@@ -279,7 +304,7 @@ class MemberGeneratorCore(nn.Module):
         self.time_features = SinusoidalEmbeddings(num_channels=settings.time_features, max_period=2**half)
         self.time_scale = float(2**half)  # angles 2^half t, ..., 2 t
         self.time_embedding = nn.Linear(settings.time_features + 1, latent)
-        self.embedding = nn.Linear(N_FEATURES * n_variables, latent)
+        self.embedding = nn.Linear(settings.n_features * n_variables, latent)
         self.message_passing = nn.ModuleList(
             GridMessagePassing(
                 latent,
@@ -303,7 +328,11 @@ class MemberGeneratorCore(nn.Module):
 
     # ----------------------------------------------------------------------------------------------- inputs
     def _check_inputs(
-        self, backgrounds: torch.Tensor, guides: torch.Tensor, guide_backgrounds: torch.Tensor | None
+        self,
+        backgrounds: torch.Tensor,
+        guides: torch.Tensor,
+        guide_backgrounds: torch.Tensor | None,
+        observations: torch.Tensor | None = None,
     ) -> bool:
         """Validate shapes; return whether the inputs carry a leading batch axis."""
         if backgrounds.ndim not in (3, 4):
@@ -343,10 +372,22 @@ class MemberGeneratorCore(nn.Module):
         if guide_backgrounds is None and backgrounds.shape[-3] < 2:
             msg = "with a single background and no guide_backgrounds there is no background spread; pass both"
             raise UserInputError(msg)
+        if observations is not None:
+            expected = (*backgrounds.shape[:-3], *field)
+            if tuple(observations.shape) != expected:
+                msg = (
+                    f"observations must be [(batch,) grid, var] = {list(expected)} on the backgrounds' grid (NaN where "
+                    f"unobserved), got {list(observations.shape)}"
+                )
+                raise UserInputError(msg)
         return batched
 
     def condition(
-        self, backgrounds: torch.Tensor, guides: torch.Tensor, guide_backgrounds: torch.Tensor | None = None
+        self,
+        backgrounds: torch.Tensor,
+        guides: torch.Tensor,
+        guide_backgrounds: torch.Tensor | None = None,
+        observations: torch.Tensor | None = None,
     ) -> GuideContext:
         """Pool the backgrounds and guides ``[b, ., grid, var]`` into a :class:`GuideContext` (order-free)."""
         return pool_guides(
@@ -356,6 +397,7 @@ class MemberGeneratorCore(nn.Module):
             settings=self.settings,
             variable_mean=self.variable_mean,
             variable_scale=self.variable_scale,
+            observations=observations,
         )
 
     # ----------------------------------------------------------------------------------------------- field
@@ -403,6 +445,7 @@ class MemberGeneratorCore(nn.Module):
         generator: torch.Generator | None,
         *,
         guide_backgrounds: torch.Tensor | None = None,
+        observations: torch.Tensor | None = None,
         steps: int | None = None,
         schedule: TimeSchedule | None = None,
         scheme: StratonovichScheme | None = None,
@@ -426,6 +469,9 @@ class MemberGeneratorCore(nn.Module):
         guide_backgrounds : torch.Tensor, optional
             The guides' own backgrounds, ``guide_analyses``' shape: then the increment is the guides' mean
             analysis minus their mean background and the guides' regression slope is a feature.
+        observations : torch.Tensor, optional
+            ``[(b,) grid, var]`` the cycle's observations on the grid, NaN where unobserved (physical units); read
+            only with ``settings.observation_features`` (ignored otherwise).
         steps : int, optional
             Integration steps (default ``settings.steps``).
         schedule, scheme : optional
@@ -445,7 +491,7 @@ class MemberGeneratorCore(nn.Module):
             ``N_s < 2``; backgrounds, guides or guide backgrounds on another grid, with other variables or another
             batch; ``n_members < 1``; increments of the wrong shape.
         """
-        batched = self._check_inputs(backgrounds, guide_analyses, guide_backgrounds)
+        batched = self._check_inputs(backgrounds, guide_analyses, guide_backgrounds, observations)
         if int(n_members) != n_members or n_members < 1:
             raise UserInputError(f"n_members must be an integer >= 1, got {n_members!r}")
         n_members = int(n_members)
@@ -459,6 +505,7 @@ class MemberGeneratorCore(nn.Module):
             return x if batched else x.unsqueeze(0)
 
         starts, guides, guide_bg = as_batch(backgrounds), as_batch(guide_analyses), as_batch(guide_backgrounds)
+        obs = as_batch(observations) if self.settings.observation_features else None
         b, k = starts.shape[:2]
         steps = self.settings.steps if steps is None else steps
         times = (schedule or UniformSchedule()).times(steps, dtype=dtype, device=device)
@@ -477,7 +524,7 @@ class MemberGeneratorCore(nn.Module):
                 raise UserInputError(msg)
             increments = increments.to(dtype=dtype, device=device)
             increments = increments if batched else increments.unsqueeze(0)
-        context = self.condition(starts, guides, guide_bg)
+        context = self.condition(starts, guides, guide_bg, obs)
         x0 = starts.index_select(1, start_index)  # [b, n, grid, var]
         start_anomaly = (x0 - context.centre) / context.spread
 
