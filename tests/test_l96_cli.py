@@ -127,7 +127,7 @@ def test_presets_command_lists_sources_and_scores(capsys):
         (["l96", "run", "--cycles", "100", "--init-spread", "50", "--obs-every", "40"], 1, "filter diverged"),
         (["l96", "hybrid", "--emulator", "gaussian", "--n-real", "20"], 2, "--n-real must be between 1 and"),
         (["l96", "hybrid", "--emulator", "magic"], 2, "unknown emulator 'magic'"),
-        (["l96", "hybrid", "--emulator", "runs/gen.ckpt"], 2, "member-generator capability"),
+        (["l96", "hybrid", "--emulator", "runs/gen.ckpt"], 2, "no checkpoint at"),
         (["l96", "table", "--n-real", "25"], 2, "--n-real must be between 1 and --members - 1 = 19"),
         (["l96", "run", "--batch", "2", "--archive", "x"], 2, "single experiment"),
     ],

@@ -160,5 +160,5 @@ def test_get_emulator_errors(tmp_path):
     with pytest.raises(ValueError, match=r"unknown emulator 'magic'; available emulators: none, mean-shift"):
         get_emulator("magic")
     ckpt = tmp_path / "generator.ckpt"
-    with pytest.raises(ValueError, match="checkpoint.*member-generator capability"):
-        get_emulator(str(ckpt))
+    with pytest.raises(ValueError, match="no checkpoint at .*generator.ckpt"):
+        get_emulator(str(ckpt))  # a path selects the learned generator (tests/test_l96_learned_emulator.py)

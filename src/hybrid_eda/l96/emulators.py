@@ -30,6 +30,9 @@ see ``hybrid-eda l96 table``):
 * ``local-regression`` and ``etkf-reconstruction`` (:mod:`hybrid_eda.l96.regression_emulators`): the local
   ensemble regression fitted each cycle on the N_s real pairs (the floor a learned generator must clear), and
   the exact ETKF reconstruction, which *knows the filter* (labelled so: an upper bound, not a competitor).
+* ``generator`` (:mod:`hybrid_eda.l96.learned_emulator`): a trained member generator, ``--emulator
+  run/inference-last.ckpt`` or ``generator:checkpoint=PATH,steps=S`` (``generator:untrained=true`` is the untrained
+  core, a test double).
 
 An emulator with parameters is named ``name:key=value,key=value`` (``local-regression:noise=0.3,window=2``);
 :func:`get_emulator` parses it and the class's :meth:`MemberEmulator.from_params` checks it.
@@ -340,15 +343,16 @@ BOUNDS: dict[str, type[UpperBound]] = {cls.name: cls for cls in (OracleBound,)}
 
 
 def get_emulator(spec: str) -> MemberEmulator:
-    """An emulator from its registry name; a checkpoint path, a bound or an unknown name is a ``ValueError``.
+    """An emulator from its registry name or a checkpoint path; a bound or an unknown name is a ``ValueError``.
 
     Parameters
     ----------
     spec : str
         One of :data:`EMULATORS` (``none``, ``mean-shift``, ``rescaled-anomalies``, ``gaussian``,
         ``gaussian-full``, ``local-regression``, ``etkf-reconstruction``), optionally with parameters
-        ``name:key=value,key=value`` (``local-regression:noise=0.2,window=2,ridge=1``), or later the path of
-        a trained member generator checkpoint.
+        ``name:key=value,key=value`` (``local-regression:noise=0.2,window=2,ridge=1``), or the path of a
+        trained member generator checkpoint (``run/inference-last.ckpt``, the same as
+        ``generator:checkpoint=run/inference-last.ckpt``; :mod:`hybrid_eda.l96.learned_emulator`).
     """
     name, colon, params = spec.partition(":")
     if name in EMULATORS:
@@ -357,16 +361,15 @@ def get_emulator(spec: str) -> MemberEmulator:
         raise ValueError(
             f"{spec!r} is an upper bound given the hidden analyses, not an emulator; use get_member_source()."
         )
-    looks_like_path = "/" in spec or spec.endswith((".ckpt", ".pt", ".pth")) or Path(spec).exists()
-    if looks_like_path:
-        raise ValueError(
-            f"--emulator {spec!r} looks like a checkpoint path: trained member generators plug into the "
-            "Lorenz-96 cycle with the member-generator capability, which is not part of this version; "
-            f"for now use one of the baselines: {', '.join(EMULATORS)}."
-        )
+    if name == LearnedGenerator.name:
+        return LearnedGenerator.from_params(_parse_params(spec, params) if colon else {})
+    if spec.endswith(CHECKPOINT_SUFFIXES) or "/" in spec or Path(spec).is_file():
+        # a trained member generator (hybrid_eda.l96.learned_emulator); a missing file is a clear error there
+        return LearnedGenerator.from_checkpoint(spec)
     raise ValueError(
         f"unknown emulator {spec!r}; available emulators: {', '.join(EMULATORS)}, the upper bound "
-        f"{', '.join(BOUNDS)} (or 'all' for the table)."
+        f"{', '.join(BOUNDS)} (or 'all' for the table), or a member generator checkpoint "
+        "(path/to/inference-last.ckpt or generator:checkpoint=PATH)."
     )
 
 
@@ -393,6 +396,7 @@ def get_member_source(spec: str) -> MemberEmulator | UpperBound:
     return get_emulator(spec)
 
 
-# The regression baselines live in their own module, which subclasses MemberEmulator and adds them to EMULATORS
-# when it is imported (a plain module import: it works whichever of the two modules is imported first).
+# The regression baselines and the learned generator live in their own modules, which subclass MemberEmulator and
+# add themselves to EMULATORS when imported (plain module imports: they work whichever module is imported first).
 import hybrid_eda.l96.regression_emulators  # noqa: E402, F401
+from hybrid_eda.l96.learned_emulator import CHECKPOINT_SUFFIXES, LearnedGenerator  # noqa: E402
