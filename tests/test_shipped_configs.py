@@ -15,6 +15,10 @@ from hybrid_eda.resources import configs_dir, shipped
 #: The end-to-end test (module, function) that trains each shipped config on a tiny store, and the steps it runs.
 TRAINED_BY = {
     "l96_forecaster": ("test_l96_training", "test_l96_forecaster_trains_from_any_directory"),  # 60 steps
+    "member_generator_l96": (
+        "test_member_generator_training",
+        "test_l96_config_trains_and_its_checkpoint_generates_members",
+    ),  # 2 steps
     "variance_emulator_synthetic": (
         "test_variance_training",
         "test_synthetic_config_trains_and_its_checkpoint_emulates_any_m",  # 2 steps

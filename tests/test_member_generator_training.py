@@ -1,0 +1,351 @@
+"""The member generator through anemoi: the guide/target split never leaks, is reproducible and order-free, the
+shipped configs train through ``anemoi-training train``, and the checkpoint loads as a physical-unit runner."""
+
+from __future__ import annotations
+
+import math
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from isolated_run import isolated_environment, run_logged
+
+N_MEMBERS, N_GRID = 20, 40
+NAMES = {"obs": 0, "x_an": 1, "x_bg": 2}  # store order of the L96 training store (truth not selected)
+
+
+def _compose(name: str):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from hybrid_eda.resources import configs_dir
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(configs_dir()), version_base=None):
+        return compose(name)
+
+
+def _ring_graph_data(n: int = N_GRID, k: int = 2):
+    """An anemoi-like graph of the ring: nodes ``eda`` at (0, 2 pi i / n) and KNN edges within +-k."""
+    from torch_geometric.data import HeteroData
+
+    offsets = [o for o in range(-k, k + 1)]
+    dst = torch.arange(n).repeat_interleave(len(offsets))
+    src = (dst + torch.tensor(offsets).repeat(n)) % n
+    graph = HeteroData()
+    graph["eda"].x = torch.stack([torch.zeros(n), 2 * math.pi * torch.arange(n) / n], dim=-1)
+    edges = graph[("eda", "to", "eda")]
+    edges.edge_index = torch.stack([src, dst])
+    shift = torch.tensor(offsets, dtype=torch.float32).repeat(n)
+    edges.edge_length = shift.abs()[:, None]
+    edges.edge_dirs = torch.stack([torch.sign(shift), torch.zeros_like(shift)], dim=-1)
+    return graph
+
+
+def _model(seed: int = 0, diffusion: bool = True, **overrides):
+    """The shipped L96 model config built in-process, with a random (trained-looking) output layer."""
+    from anemoi.models.data_indices.collection import IndexCollection
+
+    from hybrid_eda.models import MemberGenerator
+
+    config = _compose("member_generator_l96")
+    for key, value in overrides.items():
+        config.model.model[key] = value
+    indices = {"eda": IndexCollection(config.data.datasets.eda, NAMES)}
+    stats = {"mean": np.array([2.3, 2.3, 2.3]), "stdev": np.array([3.6, 3.6, 3.6])}
+    stats |= {"minimum": np.full(3, -10.0), "maximum": np.full(3, 15.0)}
+    model = MemberGenerator(
+        model_config=config,
+        data_indices=indices,
+        statistics={"eda": stats},
+        graph_data=_ring_graph_data(),
+        n_step_input=1,
+        n_step_output=1,
+    )
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        model.core.output.weight.normal_(0.0, 0.1)
+        model.core.output.bias.normal_(0.0, 0.1)
+        if not diffusion:
+            model.core.output.weight[1:].zero_()  # rows (correction, sigma) per variable: keep the drift only
+            model.core.output.bias[1:].zero_()
+    return model.eval()
+
+
+def _batch(seed: int = 0, batch: int = 2) -> torch.Tensor:
+    """``[batch, 1, 20, 40, 3]`` L96-like fields (obs, x_an, x_bg), physical units (the normaliser is none)."""
+    g = torch.Generator().manual_seed(seed)
+    truth = 2.3 + 3.6 * torch.randn(batch, 1, 1, N_GRID, generator=g)
+    bg = truth + 0.8 * torch.randn(batch, 1, N_MEMBERS, N_GRID, generator=g)
+    an = 0.5 * (bg + truth) + 0.2 * torch.randn(batch, 1, N_MEMBERS, N_GRID, generator=g)
+    obs = (truth + torch.randn(batch, 1, 1, N_GRID, generator=g)).expand(-1, -1, N_MEMBERS, -1)
+    return torch.stack([obs, an, bg], dim=-1)
+
+
+def _loss(alpha: float = 0.95):
+    from anemoi.training.losses.kcrps import CRPS
+
+    from hybrid_eda.losses import GeneratedMemberScore
+
+    return GeneratedMemberScore(CRPS(alpha=alpha), replicas=2)
+
+
+def _score(model, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    pred = model({"eda": x})["eda"]
+    return _loss()(pred, y[..., [NAMES["x_an"]]])
+
+
+# ---------------------------------------------------------------------------------------------------- leaks
+@pytest.mark.parametrize("training", [False, True])
+def test_loss_ignores_the_targets_analyses_in_the_input_and_reads_them_in_the_target(training):
+    model = _model().train(training)
+    x = _batch()
+    n_s = model.n_guides(x[:, 0][..., [NAMES["x_bg"]]])
+    garbage = x.clone()
+    garbage[:, :, n_s:, :, NAMES["x_an"]] = 1e6 * torch.randn_like(garbage[:, :, n_s:, :, NAMES["x_an"]])
+    with torch.no_grad():
+        reference = _score(model, x, x)
+        assert torch.equal(_score(model, garbage, x), reference)  # the inputs' target analyses are never read
+        moved = x.clone()
+        moved[:, :, n_s:, :, NAMES["x_an"]] += 1.0  # the targets move: the score sees it
+        assert not torch.isclose(_score(model, x, moved), reference)
+        guides_moved = x.clone()
+        guides_moved[:, :, :n_s, :, NAMES["x_an"]] += 1.0  # the guides' analyses are inputs, never scored
+        assert torch.equal(_loss()(model({"eda": x})["eda"], guides_moved[..., [1]]), reference)
+        assert not torch.equal(model({"eda": guides_moved})["eda"], model({"eda": x})["eda"])
+
+
+def test_training_draws_the_number_of_guides_per_batch_from_the_backgrounds_only():
+    model = _model().train()
+    drawn = {model.n_guides(_batch(seed)[:, 0][..., [2]]) for seed in range(30)}
+    assert drawn <= set(range(5, 16)) and len(drawn) > 5  # guides: [5, 15]
+    x = _batch(3)
+    bg = x[:, 0][..., [2]]
+    assert model.n_guides(bg) == model.n_guides(bg.clone())  # a pure function of the batch
+    assert model.eval().n_guides(bg) == 10  # validation_guides
+    out = model({"eda": x})["eda"]
+    assert out.shape == (2, 1, 2 * 10, N_GRID, 1)  # R = 2 replicas of each of the 10 targets
+
+
+def test_too_many_guides_for_the_members_read_is_explained():
+    model = _model(validation_guides=20)
+    with pytest.raises(ValueError, match="leave no target"):
+        model({"eda": _batch()})
+
+
+# ---------------------------------------------------------------------------------------------------- order
+def test_guides_in_any_order_give_the_same_members():
+    model = _model()
+    x = _batch(1)
+    perm = torch.randperm(10, generator=torch.Generator().manual_seed(4))
+    shuffled = x.clone()
+    shuffled[:, :, :10] = x[:, :, perm]
+    with torch.no_grad():
+        torch.testing.assert_close(model({"eda": shuffled})["eda"], model({"eda": x})["eda"], atol=1e-5, rtol=1e-5)
+
+
+def test_permuting_the_targets_permutes_their_members():
+    model = _model(diffusion=False)  # deterministic flow: the noise (seeded by the batch) plays no part
+    x = _batch(2)
+    perm = torch.randperm(10, generator=torch.Generator().manual_seed(5))
+    shuffled = x.clone()
+    shuffled[:, :, 10:] = x[:, :, 10 + perm]
+    with torch.no_grad():
+        out = model({"eda": x})["eda"].reshape(2, 1, 10, 2, N_GRID, 1)
+        out_shuffled = model({"eda": shuffled})["eda"].reshape(2, 1, 10, 2, N_GRID, 1)
+    torch.testing.assert_close(out_shuffled, out[:, :, perm], atol=1e-5, rtol=1e-5)
+    assert out.std() > 0 and not torch.allclose(out[:, :, 0], out[:, :, 1])
+
+
+def test_scores_pair_each_targets_replicas_with_its_analysis():
+    from hybrid_eda.losses.member_scores import pair_generated_with_targets
+
+    b, n, k, r = 2, 6, 4, 3
+    target = torch.arange(b * n, dtype=torch.float32).reshape(b, 1, n, 1, 1)
+    pred = torch.zeros(b, 1, k * r, 1, 1)
+    for i in range(b):
+        for j in range(k):
+            pred[i, 0, j * r : (j + 1) * r] = 100 * i + j
+    grouped, truth = pair_generated_with_targets(pred, target, r)
+    assert grouped.shape == (b * k, 1, r, 1, 1) and truth.shape == (b * k, 1, 1, 1, 1)
+    for i in range(b):
+        for j in range(k):
+            assert bool((grouped[i * k + j] == 100 * i + j).all())
+            assert truth[i * k + j].item() == target[i, 0, n - k + j].item()  # the last k members are the targets
+    with pytest.raises(ValueError, match="replicas"):
+        pair_generated_with_targets(pred, target, 5)
+
+
+def test_generated_member_crps_is_the_mean_over_targets_of_anemois_crps():
+    from anemoi.training.losses.kcrps import CRPS
+
+    g = torch.Generator().manual_seed(0)
+    pred, target = torch.randn(2, 1, 3 * 4, 5, 1, generator=g), torch.randn(2, 1, 7, 5, 1, generator=g)
+    crps = CRPS(alpha=1.0)
+    loops = [
+        crps(pred[i : i + 1, :, 4 * j : 4 * j + 4], target[i : i + 1, :, 4 + j : 5 + j])
+        for i in range(2)
+        for j in range(3)
+    ]
+    from hybrid_eda.losses import GeneratedMemberScore
+
+    torch.testing.assert_close(GeneratedMemberScore(crps, replicas=4)(pred, target), torch.stack(loops).mean())
+    assert (
+        GeneratedMemberScore({"_target_": "anemoi.training.losses.kcrps.CRPS", "alpha": 1.0}, 4).name
+        == "generated_crps1.00"
+    )
+    with pytest.raises(ValueError, match=">= 2"):
+        GeneratedMemberScore(crps, replicas=1)
+
+
+# ---------------------------------------------------------------------------------------------------- split
+@pytest.fixture(scope="module")
+def tiny_store(tmp_path_factory):
+    """A 40-date, 20-member L96 EDA store built with the shipped recipe's source (seed-testbed ETKF, ~10 s)."""
+    from hybrid_eda.resources import recipes_dir
+
+    workdir = tmp_path_factory.mktemp("member_generator")
+    recipe = yaml.safe_load((recipes_dir() / "l96-eda-pan2026.yaml").read_text())
+    recipe["input"]["lorenz96"]["run"].update(cycles=140, spinup=100)
+    recipe["dates"] = {"start": "2000-01-26T00:00:00", "end": "2000-02-04T18:00:00", "frequency": "6h"}
+    (workdir / "tiny.yaml").write_text(yaml.safe_dump(recipe))
+    env = isolated_environment(workdir)
+    bin_dir = Path(sys.executable).parent
+    run_logged([str(bin_dir / "anemoi-datasets"), "create", "tiny.yaml", "l96-eda.zarr"], workdir, env)
+    return {"workdir": workdir, "env": env, "store": workdir / "l96-eda.zarr"}
+
+
+def test_split_order_is_a_pure_function_of_seed_date_and_pass(tiny_store):
+    from anemoi.datasets import open_dataset
+
+    from hybrid_eda.data.member_split import ShuffledMemberSubset, member_split_installed
+    from hybrid_eda.data.members import MemberSelection
+
+    store = str(tiny_store["store"])
+    full = open_dataset(store)
+    with member_split_installed():
+        first = open_dataset({"dataset": store, "number": {"random": 20, "seed": 1, "shuffle": True}})
+        again = open_dataset({"dataset": store, "number": {"random": 20, "seed": 1, "shuffle": True}})
+        other = open_dataset({"dataset": store, "number": {"random": 20, "seed": 2, "shuffle": True}})
+        fixed = open_dataset(
+            {"dataset": store, "number": {"random": 12, "seed": 1, "shuffle": True, "resample": False}}
+        )
+        sorted_ = open_dataset({"dataset": store, "number": {"random": 12, "seed": 1}})
+        orders = [first.draw_members(5) for _ in range(3)]  # passes 0, 1, 2 of date 5
+        assert [again.draw_members(5).tolist() for _ in range(3)] == [o.tolist() for o in orders]  # reproducible
+        assert not np.array_equal(orders[0], orders[1])  # a new order each pass
+        assert sorted(orders[0].tolist()) == list(range(20)) and orders[0].tolist() != list(range(20))
+        assert not np.array_equal(other.draw_members(5), orders[0])
+        assert np.array_equal(fixed.members_for(3), fixed.members_for(3)) and len(set(fixed.members_for(3))) == 12
+        drawn = sorted_.draw_members(3)
+        assert np.array_equal(drawn, np.sort(drawn))  # without shuffle: sorted, as hybrid_eda.data.members
+        order = again.draw_members(7)  # the next read of date 7 uses this order
+        again._reads[7] = 0
+        np.testing.assert_array_equal(again[7], full[7][:, order])  # the data come in the drawn order
+    with pytest.raises(ValueError, match="shuffle: true needs a random subset"):
+        ShuffledMemberSubset(full, MemberSelection(members=(0, 1)), shuffle=True)
+
+
+# ---------------------------------------------------------------------------------------------------- runner
+def test_runner_errors_name_the_problem(tmp_path):
+    from hybrid_eda.errors import UserInputError
+    from hybrid_eda.models import load_member_generator
+    from hybrid_eda.models.member_generator_runner import MemberGeneratorRunner
+
+    other = tmp_path / "other.ckpt"
+    torch.save(types.SimpleNamespace(model=torch.nn.Linear(1, 1)), other)
+    with pytest.raises(UserInputError, match="holds a Linear.*not a member generator"):
+        load_member_generator(other)
+    training = tmp_path / "last.ckpt"
+    torch.save({"state_dict": {}}, training)
+    with pytest.raises(UserInputError, match="training checkpoint"):
+        load_member_generator(training)
+    with pytest.raises(UserInputError, match="no checkpoint"):
+        load_member_generator(tmp_path / "missing.ckpt")
+
+    runner = MemberGeneratorRunner(_model())
+    g = torch.Generator().manual_seed(0)
+    bg, an = (
+        np.random.default_rng(0).normal(size=(2, 10, N_GRID, 1)),
+        np.random.default_rng(1).normal(size=(2, 10, N_GRID, 1)),
+    )
+    assert runner.generate(bg, an, 10, g, guide_backgrounds=bg).shape == (2, 10, N_GRID, 1)
+    with pytest.raises(UserInputError, match="N_s >= 2"):
+        runner.generate(bg, an[:, :1], 10, g)
+    with pytest.raises(UserInputError, match="same grid"):
+        runner.generate(bg, an[:, :, :30], 10, g)
+    with pytest.raises(UserInputError, match="grid=40"):
+        runner.generate(bg[:, :, :30], an[:, :, :30], 10, g)
+    with pytest.raises(UserInputError, match="trained on 1"):
+        runner.generate(np.concatenate([bg, bg], -1), np.concatenate([an, an], -1), 10, g)
+    with pytest.raises(UserInputError, match="do not match"):
+        runner.generate(bg, an, 10, g, variables=["t_an_1"])
+    with pytest.raises(UserInputError, match="observations must be"):
+        runner.generate(bg, an, 10, g, observations=np.zeros((2, 30, 1)))
+
+
+def test_shipped_model_config_parameter_count_is_the_stated_one():
+    from hybrid_eda.resources import configs_dir
+
+    assert _model().n_parameters == 15_974
+    assert "15,974 for one field with observations" in (configs_dir() / "model" / "member_generator.yaml").read_text()
+
+
+# ---------------------------------------------------------------------------------------------------- anemoi
+TINY_SPLITS = [
+    "training.max_steps=2",
+    "dataloader.limit_batches.validation=1",
+    "dataloader.batch_size.training=2",
+    "dataloader.training.datasets.eda.end=2000-02-01T18:00:00",
+    "dataloader.validation.datasets.eda.start=2000-02-02T00:00:00",
+    "dataloader.validation.datasets.eda.end=2000-02-03T06:00:00",
+    "dataloader.test.datasets.eda.start=2000-02-03T12:00:00",
+]
+
+
+@pytest.mark.slow
+def test_l96_config_trains_and_its_checkpoint_generates_members(tiny_store):
+    from anemoi.datasets import open_dataset
+
+    from hybrid_eda.models import load_member_generator
+
+    bin_dir = Path(sys.executable).parent
+    command = [str(bin_dir / "anemoi-training"), "train", "--config-name=member_generator_l96", *TINY_SPLITS]
+    log = run_logged(command, tiny_store["workdir"], tiny_store["env"])
+    assert "`Trainer.fit` stopped: `max_steps=2` reached" in log
+    assert "member generator: 1 variables, 40 grid points, 200 edges" in log
+    (checkpoint,) = (tiny_store["workdir"] / "output" / "member_generator_l96" / "checkpoint").glob(
+        "*/inference-last.ckpt"
+    )
+    runner = load_member_generator(checkpoint)
+    assert runner.variables == ["x_an"] and runner.background_variables == ["x_bg"] and runner.uses_observations
+    data = open_dataset(str(tiny_store["store"]))
+    v = data.variables
+    fields = data[30]  # [variable, member, grid]
+    bg, an = fields[v.index("x_bg")][..., None], fields[v.index("x_an")][..., None]  # [20, 40, 1]
+    obs = fields[v.index("obs"), 0][..., None]
+    members = runner.generate(
+        bg[10:], an[:10], 10, torch.Generator().manual_seed(3), guide_backgrounds=bg[:10], observations=obs
+    )
+    assert members.shape == (10, N_GRID, 1) and members.dtype == bg.dtype and np.isfinite(members).all()
+    again = runner.generate(
+        bg[10:], an[:10], 10, torch.Generator().manual_seed(3), guide_backgrounds=bg[:10], observations=obs
+    )
+    np.testing.assert_array_equal(members, again)  # seeded
+    direct = runner.core.generate(
+        torch.as_tensor(bg[10:]),
+        torch.as_tensor(an[:10]),
+        10,
+        torch.Generator().manual_seed(3),
+        guide_backgrounds=torch.as_tensor(bg[:10]),
+        observations=torch.as_tensor(obs),
+    ).members
+    np.testing.assert_allclose(members, direct.detach().numpy(), atol=1e-6)  # physical units in and out
+    truth = fields[v.index("truth"), 0]
+    rmse = np.sqrt(((members[..., 0] - truth) ** 2).mean())
+    assert rmse < 2 * np.sqrt(((bg[10:, :, 0] - truth) ** 2).mean())  # 2 steps: still about the base flow
