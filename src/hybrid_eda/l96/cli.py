@@ -4,6 +4,7 @@
     hybrid-eda l96 hybrid --n-real 10 --emulator gaussian --json hybrid.json    # full vs hybrid, 32 seeds
     hybrid-eda l96 table --cycles 3000 --seeds 16         # every row at its best inflation of DEFAULT_SWEEP
     hybrid-eda l96 presets
+    hybrid-eda l96 variances --emulator CKPT --seeds 4 --cycles 2000 --out DIR   # 4D-Var fed by N / 5 / emulated D
 
 ``hybrid`` and ``table`` run ``--seeds S`` seeds (default 32: seeds ``--seed .. --seed + S - 1`` as one batch,
 ``--batch`` is a synonym) and report per configuration the median analysis RMSE over them, the 10-90% band
@@ -118,10 +119,10 @@ def add_parser(subparsers: Any) -> None:
     """Register ``l96`` and its sub-commands on the top-level ``hybrid-eda`` parser's subparsers."""
     l96 = subparsers.add_parser(
         "l96",
-        help="Lorenz-96 EDA testbed: run, hybrid, table, presets",
+        help="Lorenz-96 EDA testbed: run, hybrid, table, variances, presets",
         description="Lorenz-96 ensemble data assimilation testbed.",
     )
-    sub = l96.add_subparsers(dest="l96_command", metavar="{run,hybrid,table,presets}")
+    sub = l96.add_subparsers(dest="l96_command", metavar="{run,hybrid,table,variances,presets}")
     sub.required = True
 
     run = sub.add_parser(
@@ -159,6 +160,8 @@ def add_parser(subparsers: Any) -> None:
     table.add_argument("--json", type=output_file, help="write the table as JSON")
     table.add_argument("--plot", type=output_file, help="write a bar chart PNG")
     table.set_defaults(func=cmd_table, preset="pan2026", emulator="all")
+
+    _variances_parser(sub)
 
     presets = sub.add_parser("presets", help="list the presets and their expected scores")
     presets.set_defaults(func=cmd_presets)
@@ -257,6 +260,104 @@ def cmd_table(args: argparse.Namespace) -> int:
         print(f"json: {report.write_json(table, args.json)}")
     if args.plot is not None:
         print(f"plot: {report.plot_table(table, args.plot)}")
+    return 0
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers, got {text!r}") from None
+
+
+def _variances_parser(sub: Any) -> None:
+    """``l96 variances``: the variance-impact experiment (:mod:`hybrid_eda.l96.variance_impact`)."""
+    from hybrid_eda.l96.variance_impact_settings import CORRELATIONS, VarianceImpactSettings
+
+    d = VarianceImpactSettings()
+    p = sub.add_parser(
+        "variances",
+        help="4D-Var with B variances from the N-member EDA, a raw M-member subset, an emulator, a climatology",
+        description="Cycle a perturbed-observation 4D-Var EDA of N members and, beside it, deterministic 4D-Vars "
+        "with B = D^1/2 C D^1/2 whose variances D come each cycle from (a) the N members, (b) the first M, (c) an "
+        "emulator fed by those M, (d) a static climatology; score analysis and forecast RMSE as normalised changes "
+        "against (a) with AR(1)- and Sidak-corrected confidence intervals. Writes variances.json and variances.png.",
+    )
+    p.add_argument("--emulator", help="variance-emulator checkpoint (without it the emulator row is skipped)")
+    p.add_argument("--preset", default=d.preset, help=f"twin experiment (default {d.preset})")
+    p.add_argument("--members", "-N", type=int, default=d.members, help=f"EDA members N (default {d.members})")
+    p.add_argument(
+        "--subset", "-M", type=int, default=d.subset, help=f"members M of the raw / emulator rows ({d.subset})"
+    )
+    p.add_argument("--seed", type=int, default=d.seed, help=f"first scored seed, >= 100 (default {d.seed})")
+    p.add_argument("--seeds", type=int, default=d.seeds, help=f"scored seeds (default {d.seeds})")
+    p.add_argument("--cycles", type=int, default=d.cycles, help=f"cycles per scored seed (default {d.cycles})")
+    p.add_argument("--spinup", type=int, default=d.spinup, help=f"cycles not scored (default {d.spinup})")
+    p.add_argument("--train-seed", type=int, default=d.train_seed, help="first training seed (< 100)")
+    p.add_argument("--train-seeds", type=int, default=d.train_seeds, help=f"training seeds ({d.train_seeds})")
+    p.add_argument("--train-cycles", type=int, default=d.train_cycles, help=f"training cycles ({d.train_cycles})")
+    p.add_argument("--scales", type=_floats, default=d.scales, help="grid of the scale on D, e.g. 0.5,1,2")
+    p.add_argument("--leads", type=_ints, default=d.leads, help="lead times in 6 h model steps, e.g. 0,1,2,4,8,20")
+    p.add_argument("--correlation", choices=CORRELATIONS, default=d.correlation, help="fixed correlation C of B")
+    p.add_argument("--inflation", type=float, help="EDA inflation (default: the preset's)")
+    p.add_argument("--window", type=int, help="observation times per window (default: the preset's)")
+    p.add_argument("--obs-every", type=int, help="observe every K-th variable (default: the preset's)")
+    p.add_argument("--obs-std", type=float, help="observation error std (default: the preset's)")
+    p.add_argument("--cache", type=output_dir, help="keep / reuse the EDA records in this folder")
+    p.add_argument("--out", type=output_dir, required=True, help="folder for variances.json and variances.png")
+    p.set_defaults(func=cmd_variances)
+
+
+def cmd_variances(args: argparse.Namespace) -> int:
+    from hybrid_eda.l96 import report
+    from hybrid_eda.l96.variance_impact import (
+        VarianceImpactSettings,
+        format_variance_impact,
+        plot_variance_impact,
+        run_variance_impact,
+    )
+
+    settings = VarianceImpactSettings(
+        preset=args.preset,
+        members=args.members,
+        subset=args.subset,
+        seed=args.seed,
+        seeds=args.seeds,
+        cycles=args.cycles,
+        spinup=args.spinup,
+        train_seed=args.train_seed,
+        train_seeds=args.train_seeds,
+        train_cycles=args.train_cycles,
+        scales=tuple(args.scales),
+        leads=tuple(args.leads),
+        correlation=args.correlation,
+        inflation=args.inflation,
+        window=args.window,
+        obs_every=args.obs_every,
+        obs_std=args.obs_std,
+    )
+    emulator = None
+    if args.emulator is None:
+        print("no --emulator: the emulator row is skipped (pass --emulator CKPT to score the emulated variances)")
+    else:
+        from hybrid_eda.l96.variance_emulation import load_l96_variance_emulator
+
+        emulator = load_l96_variance_emulator(args.emulator)
+    result = run_variance_impact(settings, emulator, cache_dir=args.cache)
+    if args.emulator is not None:
+        result.summary["emulator_checkpoint"] = str(args.emulator)
+    print(format_variance_impact(result.summary))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"json: {report.write_json(result.summary, out / 'variances.json')}")
+    print(f"plot: {plot_variance_impact(result, out / 'variances.png')}")
     return 0
 
 

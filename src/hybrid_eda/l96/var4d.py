@@ -230,7 +230,28 @@ class Var4DEDA(Assimilator):
                 f"for the first N_out <= N members only), got {perturbed_obs.shape}."
             )
         xb, ut = self.control_basis(background)  # [..., N, n], [..., m, n]: B from all N members
-        xb = xb[..., :n_out, :]  # [..., N_out, n]: only these are minimised
+        return self.solve(xb[..., :n_out, :], ut, perturbed_obs)  # only the first N_out are minimised
+
+    def solve(self, xb: np.ndarray, ut: np.ndarray, perturbed_obs: np.ndarray) -> Var4DResult:
+        """Gauss-Newton minimisation of ``J(v) = 1/2 v^T v + J_o(xb + U v)`` for a given square root of ``B``.
+
+        The core of :meth:`minimise` without the ensemble: ``B = Ut^T Ut`` may come from anywhere (a 4D-Var
+        with given variances, :class:`hybrid_eda.l96.var4d_given_b.Var4DGivenB`). Inputs are not checked here.
+
+        Parameters
+        ----------
+        xb : np.ndarray
+            ``[..., N, n]`` backgrounds (already inflated where that applies).
+        ut : np.ndarray
+            ``[..., m, n]`` rows of ``U^T``, shared by the ``N`` members of a batch entry.
+        perturbed_obs : np.ndarray
+            ``[..., N, L, p]`` observations of every member.
+
+        Returns
+        -------
+        Var4DResult
+            Analyses, control vectors and the cost / gradient history.
+        """
         r_inv = 1.0 / self.obs.variance
         v = np.zeros(xb.shape[:-1] + ut.shape[-2:-1])  # [..., N, m]
         eye = np.eye(v.shape[-1])
