@@ -354,6 +354,8 @@ def get_emulator(spec: str) -> MemberEmulator:
         trained member generator checkpoint (``run/inference-last.ckpt``, the same as
         ``generator:checkpoint=run/inference-last.ckpt``; :mod:`hybrid_eda.l96.learned_emulator`).
     """
+    from hybrid_eda.l96.learned_emulator import CHECKPOINT_SUFFIXES, LearnedGenerator  # subclasses MemberEmulator
+
     name, colon, params = spec.partition(":")
     if name in EMULATORS:
         return EMULATORS[name].from_params(_parse_params(spec, params) if colon else {})
@@ -396,7 +398,6 @@ def get_member_source(spec: str) -> MemberEmulator | UpperBound:
     return get_emulator(spec)
 
 
-# The regression baselines and the learned generator live in their own modules, which subclass MemberEmulator and
-# add themselves to EMULATORS when imported (plain module imports: they work whichever module is imported first).
+# The regression baselines live in their own module, which subclasses MemberEmulator and adds them to EMULATORS
+# when it is imported (a plain module import: it works whichever of the two modules is imported first).
 import hybrid_eda.l96.regression_emulators  # noqa: E402, F401
-from hybrid_eda.l96.learned_emulator import CHECKPOINT_SUFFIXES, LearnedGenerator  # noqa: E402
