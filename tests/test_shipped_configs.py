@@ -24,6 +24,10 @@ TRAINED_BY = {
         "test_synthetic_config_trains_and_its_checkpoint_emulates_any_m",  # 2 steps
     ),
     "variance_emulator_n80": ("test_variance_training", "test_operational_config_trains_two_steps"),  # 2 steps
+    "variance_emulator_l96": (
+        "test_l96_variance_emulator",
+        "test_l96_config_trains_and_the_loader_predicts_positive_spreads",
+    ),  # 2 steps
 }
 
 

@@ -18,7 +18,11 @@ Layout in the zarr store that ``anemoi-datasets create`` writes (``[dates, varia
   ``obs``       the observations scattered onto the state, **NaN at unobserved variables** (identical for
                 every member); needs ``build: {allow_nans: [obs]}`` in the recipe when not every variable
                 is observed;
-  ``obs_mask``  1 where a variable is observed, 0 elsewhere (identical for every member).
+  ``obs_mask``  1 where a variable is observed, 0 elsewhere (identical for every member);
+  ``x_bg_std``  the N-member sample std (``ddof=1``) of the background members, ``[n]`` per date (one "member":
+                write it with ``members: [1]``); the target of the variance emulator, named ``<input>_std`` as the
+                ensemble-statistics filter names it (``recipes/l96-eda-variance-std.yaml``);
+  ``x_an_std``  the same of the analysis members.
 
   ``truth``, ``obs`` and ``obs_mask`` are replicated over the members because anemoi-datasets builds one
   hypercube (every variable must exist for every ``number``; ``join`` only concatenates field lists). For
@@ -94,6 +98,16 @@ def _obs_mask(archive: EDAArchive) -> np.ndarray:
     return np.broadcast_to(mask, (archive.cycles, 1, mask.size))  # [T, 1, n]
 
 
+def _member_std(members: np.ndarray) -> np.ndarray:
+    """N-member sample std (``ddof=1``, as the ensemble-statistics filter): ``[T, N, n] -> [T, 1, n]``."""
+    if members.shape[1] < 2:
+        raise ValueError(
+            f"lorenz96 source: x_bg_std / x_an_std need an archive of at least 2 members, this one has "
+            f"{members.shape[1]}; run the EDA with --members N >= 2."
+        )
+    return members.std(axis=1, ddof=1, keepdims=True)
+
+
 #: How each variable is read from the archive: ``[T, N, n]``, or ``[T, 1, n]`` for fields shared by all members.
 _EXTRACTORS: dict[str, Callable[[EDAArchive], np.ndarray]] = {
     "x_bg": lambda archive: archive.background,  # [T, N, n]
@@ -101,6 +115,8 @@ _EXTRACTORS: dict[str, Callable[[EDAArchive], np.ndarray]] = {
     "truth": lambda archive: archive.truth[:, None, :],  # [T, 1, n]
     "obs": lambda archive: archive.observations_on_grid()[:, None, :],  # [T, 1, n]
     "obs_mask": _obs_mask,
+    "x_bg_std": lambda archive: _member_std(archive.background),  # [T, 1, n]
+    "x_an_std": lambda archive: _member_std(archive.analysis),  # [T, 1, n]
 }
 #: Every variable the source can write, in the order of the module docstring.
 VARIABLES: tuple[str, ...] = tuple(_EXTRACTORS)
