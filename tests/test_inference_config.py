@@ -12,8 +12,9 @@ from hybrid_eda.inference.config import DEFAULT_TEMPLATE, find_checkpoint, infer
 from hybrid_eda.resources import inference_configs_dir, shipped
 
 # Configs of the forecaster runner (the helper's templates); variance_emulator.yaml (runner: variance-emulator)
-# is tested in test_variance_inference.py.
-TEMPLATES = {name: path for name, path in shipped(inference_configs_dir()).items() if not name.startswith("variance")}
+# is tested in test_variance_inference.py (member_generator, runner: member-generator, in test_member_inference.py).
+OWN_RUNNERS = ("variance", "member")
+TEMPLATES = {name: path for name, path in shipped(inference_configs_dir()).items() if not name.startswith(OWN_RUNNERS)}
 
 
 def test_the_default_template_is_shipped():

@@ -29,7 +29,10 @@ LOGGER = logging.getLogger(__name__)
 
 DEFAULT_TEMPLATE = "l96_forecaster"
 #: Shipped template of each model class (``model.model._target_`` of the training config) that has its own runner.
-TEMPLATES_BY_MODEL = {"hybrid_eda.models.VarianceEmulator": "variance_emulator"}
+TEMPLATES_BY_MODEL = {
+    "hybrid_eda.models.VarianceEmulator": "variance_emulator",
+    "hybrid_eda.models.MemberGenerator": "member_generator",
+}
 _CHECKPOINT = "inference-last.ckpt"
 
 
@@ -182,6 +185,10 @@ def inference_config(
     config = yaml.safe_load(
         find_shipped(inference_configs_dir(), template, "inference config", "--template").read_text()
     )
+    if own == "member_generator":
+        from hybrid_eda.inference.member_checkpoint import member_inference_config
+
+        return member_inference_config({**config, "checkpoint": str(path)}, metadata, dataset, date)
     if own is not None:
         return _variance_config({**config, "checkpoint": str(path)}, metadata, dataset, date)
     recorded, start = _test_split(metadata) if dataset is None or date is None else ("", None)
