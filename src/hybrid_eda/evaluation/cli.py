@@ -100,6 +100,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", type=output_dir, default=Path("variance-evaluation"),
                         help="output folder (default variance-evaluation)")  # fmt: skip
     parser.set_defaults(func=run_variance)
+    from hybrid_eda.evaluation.hybrid_members_cli import add_parser as add_members_parser
+
+    add_members_parser(what)  # evaluate members
     from hybrid_eda.evaluation.variance_impact_cli import add_parser as add_impact_parser
 
     add_impact_parser(what)  # evaluate variance-impact
