@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from hybrid_eda.inference.member_checkpoint import from_core, read_member_checkpoint
-from hybrid_eda.inference.member_runner import MemberGeneratorRunner, date_seed
+from hybrid_eda.inference.member_runner import MemberInferenceRunner, date_seed
 from hybrid_eda.inference.variance_checkpoint import FieldId
 from hybrid_eda.resources import inference_configs_dir
 from hybrid_eda.synthetic.gribio import BACKGROUND, GribEncoder, packing_tolerance
@@ -67,7 +67,7 @@ def _runner(eda, tmp_path, *, analyses=None, backgrounds=None, options=None, **c
     }
     settings = {"checkpoint": "unused.ckpt", "date": DATE, "input": inputs,
                 "output": {"grib": str(tmp_path / "members.grib")}, **config}  # fmt: skip
-    return MemberGeneratorRunner(RunConfiguration(**settings), checkpoint=eda["checkpoint"], **(options or {}))
+    return MemberInferenceRunner(RunConfiguration(**settings), checkpoint=eda["checkpoint"], **(options or {}))
 
 
 def _read(path: Path) -> dict[int, np.ndarray]:
@@ -155,7 +155,7 @@ def test_shipped_config_is_an_anemoi_inference_run_config():
     config = RunConfiguration.load(str(CONFIG))
     assert set(config.runner) == {"member-generator"} and set(config.input) == {"backgrounds", "analyses"}
     assert config.input["analyses"]["grib"]["number"] == list(range(1, 15)) and config.seed == 0
-    assert runner_registry.lookup("member-generator").__name__ == "MemberGeneratorRunner"  # the entry point
+    assert runner_registry.lookup("member-generator").__name__ == "MemberInferenceRunner"  # the entry point
 
 
 def _fake_checkpoint(path: Path, target: str, **config) -> Path:

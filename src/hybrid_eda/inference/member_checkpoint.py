@@ -18,6 +18,7 @@ grid                supporting arrays ``<name>/latitudes``, ``longitudes`` (the 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +41,9 @@ class MemberCheckpoint:
 
     ``generator.generate(backgrounds[k, G, F], guide_analyses[N_s, G, F], n, torch.Generator, *,
     guide_backgrounds[N_s, G, F])`` returns the ``[n, G, F]`` members (or an object with ``.members``), physical
-    units; ``fields`` are its variables in its own order, ``grid`` the Gaussian grid it runs on.
+    units; ``fields`` are its (analysis) variables in its own order, ``grid`` the Gaussian grid it runs on;
+    ``background_names`` the names of the same fields' backgrounds in a dataset (default: the fields' names; the
+    anemoi adapter's stores name them apart, ``t_an_1`` and ``t_1``), used to read backgrounds from a dataset.
     """
 
     path: Path | None
@@ -48,6 +51,15 @@ class MemberCheckpoint:
     fields: tuple[FieldId, ...]
     grid: GaussianGrid
     run_id: str | None = None
+    background_names: tuple[str, ...] | None = None
+    uses_observations: bool = False
+
+    @property
+    def background_fields(self) -> tuple[FieldId, ...]:
+        """The fields with their backgrounds' dataset names (same GRIB identity)."""
+        if self.background_names is None:
+            return self.fields
+        return tuple(dataclasses.replace(f, name=n) for f, n in zip(self.fields, self.background_names, strict=True))
 
 
 def from_core(core: Any, fields: tuple[FieldId, ...], grid: GaussianGrid) -> MemberCheckpoint:
@@ -128,8 +140,12 @@ def read_member_checkpoint(checkpoint: str | Path) -> MemberCheckpoint:
     if "latitudes" not in points or "longitudes" not in points:
         raise ValueError(f"{path} has no latitudes/longitudes of dataset '{name}' among its supporting arrays")
     grid = grid_from_points(points["latitudes"], points["longitudes"])
+    background_names = getattr(generator, "background_variables", None)
+    uses_observations = bool(getattr(generator, "uses_observations", False))
     LOGGER.info("member generator %s: %d fields on %s", path, len(fields), grid.name)
-    return MemberCheckpoint(path=path, generator=generator, fields=fields, grid=grid, run_id=metadata.get("run_id"))
+    return MemberCheckpoint(path=path, generator=generator, fields=fields, grid=grid, run_id=metadata.get("run_id"),
+                            background_names=None if not background_names else tuple(background_names),
+                            uses_observations=uses_observations)  # fmt: skip
 
 
 def _test_stores(metadata: dict[str, Any]) -> tuple[list[Path], str | None]:

@@ -39,7 +39,7 @@ from anemoi.inference.runner import Runner
 from hybrid_eda.inference.member_checkpoint import MemberCheckpoint, read_member_checkpoint
 from hybrid_eda.inference.member_fields import MemberFields, dataset_members, expand_path, grib_members
 
-__all__ = ["EmulatedMembers", "MemberGeneratorRunner", "date_seed"]
+__all__ = ["EmulatedMembers", "MemberInferenceRunner", "date_seed"]
 
 LOGGER = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ def _source(block: Any, role: str) -> tuple[str, Any]:
     )
 
 
-class MemberGeneratorRunner(Runner):
+class MemberInferenceRunner(Runner):
     """anemoi-inference runner of the member generator (registered as ``member-generator``).
 
     Parameters
@@ -158,7 +158,8 @@ class MemberGeneratorRunner(Runner):
         if kind == "dataset":
             spec = dict(options) if isinstance(options, dict) else {"dataset": options}
             numbers = spec.pop("number", None)
-            return dataset_members(spec, ck.fields, ck.grid, numbers=numbers, dates=dates)
+            fields = ck.background_fields if role == "backgrounds" else ck.fields
+            return dataset_members(spec, fields, ck.grid, numbers=numbers, dates=dates)
         options = {"path": options} if isinstance(options, str | list) else dict(options)
         unknown = set(options) - {"path", "number", "select"}
         if unknown or "path" not in options:
@@ -201,6 +202,8 @@ class MemberGeneratorRunner(Runner):
         n = len(starts) if self.members is None else self.members - len(real)
         if n < 1:
             raise ValueError(f"members: {self.members} is not more than the {len(real)} real analyses")
+        if self.member.uses_observations:
+            LOGGER.warning("the generator was trained with observations; this runner passes none (flagged unobserved)")
         device = self.device
         as_tensor = lambda x: torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(device)  # noqa: E731
         generator = torch.Generator().manual_seed(date_seed(self.seed, analyses.date))
@@ -275,7 +278,7 @@ class MemberGeneratorRunner(Runner):
         return results
 
     def __repr__(self) -> str:
-        return f"MemberGeneratorRunner({self.config.checkpoint}, members={self.members}, seed={self.seed})"
+        return f"MemberInferenceRunner({self.config.checkpoint}, members={self.members}, seed={self.seed})"
 
 
 def _span(numbers: Sequence[int]) -> str:
