@@ -16,7 +16,7 @@ from hybrid_eda.l96.model import Lorenz96
 from hybrid_eda.l96.observations import ObservationOperator
 from hybrid_eda.l96.var4d_given_b import Var4DGivenB, assemble_b, correlation_from_covariance
 from hybrid_eda.l96.variance_impact import VarianceImpactSettings, run_variance_impact
-from hybrid_eda.l96.variance_sources import EmulatedVariances, SubsetVariances
+from hybrid_eda.l96.variance_sources import EmulatedVariances, SmoothedSubsetVariances, SubsetVariances
 
 MODEL = Lorenz96(n=40, forcing=8.0, dt=0.05)
 
@@ -112,6 +112,9 @@ def test_short_experiment_is_reproducible_and_ranks_a_wrong_d(tmp_path):
     assert first.rows == ["ensemble-10", "raw-3", "emulator-3", "static"]
     assert first.summary["seeds"] == [100, 101] and first.summary["train_seeds"] == [0, 1]
     assert first.summary["tuning"]["scale"] in TINY["scales"]
+    rows = first.summary["rows"]
+    assert rows["emulator-3"]["variance_vs_reference"]["mean_log_ratio"] > 3  # log(100) = 4.6 minus the noise
+    assert rows["ensemble-10"]["variance_vs_reference"] == {"relative_rms_error": 0.0, "mean_log_ratio": 0.0}
     bad = first.summary["rows"]["emulator-3"]["change"]
     assert all(bad["significant"]) and min(bad["change"]) > 0.05  # 100x variances: much worse at every lead
     assert bad["n_tests"] == 3 * 3 and bad["seeds"] == 2 and bad["cycles"] == 130
@@ -152,3 +155,13 @@ def test_record_round_trip(tmp_path):
     assert loaded.settings == json.loads(json.dumps(record.settings))
     for name in ("observations", "variance", "members", "background_mean", "mean_covariance", "truth", "lost_at"):
         assert np.array_equal(getattr(loaded, name), getattr(record, name))
+
+
+def test_smoothed_subset_is_a_ring_average():
+    config = ExperimentConfig.from_preset("sakov2008", method="4dvar", members=6, cycles=4, spinup=1, seed=5)
+    record = record_eda(config, subset=4)
+    raw = SubsetVariances(m=4).variances(record)  # [T, B, n]
+    smooth = SmoothedSubsetVariances(m=4, half_width=1).variances(record)
+    assert np.allclose(smooth[..., 0], (raw[..., -1] + raw[..., 0] + raw[..., 1]) / 3)  # periodic neighbours
+    assert np.allclose(smooth.mean(axis=-1), raw.mean(axis=-1))  # a filter that keeps the ring mean
+    assert np.array_equal(SmoothedSubsetVariances(m=4, half_width=0).variances(record), raw)

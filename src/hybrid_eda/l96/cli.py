@@ -306,6 +306,12 @@ def _variances_parser(sub: Any) -> None:
     p.add_argument("--scales", type=_floats, default=d.scales, help="grid of the scale on D, e.g. 0.5,1,2")
     p.add_argument("--leads", type=_ints, default=d.leads, help="lead times in 6 h model steps, e.g. 0,1,2,4,8,20")
     p.add_argument("--correlation", choices=CORRELATIONS, default=d.correlation, help="fixed correlation C of B")
+    p.add_argument(
+        "--smooth",
+        type=int,
+        default=d.smooth,
+        help="add a row: the raw M-member variance averaged over 2W+1 neighbours (W grid points; 0 = none)",
+    )
     p.add_argument("--inflation", type=float, help="EDA inflation (default: the preset's)")
     p.add_argument("--window", type=int, help="observation times per window (default: the preset's)")
     p.add_argument("--obs-every", type=int, help="observe every K-th variable (default: the preset's)")
@@ -338,6 +344,7 @@ def cmd_variances(args: argparse.Namespace) -> int:
         scales=tuple(args.scales),
         leads=tuple(args.leads),
         correlation=args.correlation,
+        smooth=args.smooth,
         inflation=args.inflation,
         window=args.window,
         obs_every=args.obs_every,

@@ -10,7 +10,9 @@ emulator fed by 5 members, verified as normalised changes in RMS error with Sida
        B = D^1/2 C D^1/2 has one fixed correlation C and variances D = s D_k taken each cycle at the window
        start from (a) the N-member background variance, (b) the raw M-member variance, (c) the emulator fed by
        those M members, (d) a static climatological variance (the time-mean N-member variance of training
-       seeds); same truth, observations and EDA for all rows, started from the same state;
+       seeds), optionally (e) the M-member variance averaged over 2w+1 neighbours (a non-learned filter, the
+       classical way to de-noise EDA variances, as a bar for the emulator); same truth, observations and EDA
+       for all rows, started from the same state;
     3. one scale s, tuned for (a) on a grid on training seeds (seed < 100; scores use seeds >= 100) and applied
        to every row; C is the correlation of the climatological covariance (the static B's) or, with
        correlation="eda", the time-mean background correlation of the training EDA;
@@ -48,6 +50,7 @@ from hybrid_eda.l96.variance_impact_settings import CORRELATIONS, VarianceImpact
 from hybrid_eda.l96.variance_sources import (
     EmulatedVariances,
     EnsembleVariances,
+    SmoothedSubsetVariances,
     StaticVariances,
     StdEmulator,
     SubsetVariances,
@@ -133,12 +136,16 @@ def run_variance_impact(
         sources.append(EmulatedVariances(emulator, m=settings.subset, name=f"emulator-{settings.subset}"))
     else:
         LOGGER.info("no emulator given: the emulator row is skipped (pass --emulator CKPT to score it).")
+    if settings.smooth:
+        sources.append(SmoothedSubsetVariances(settings.subset, settings.smooth, name=f"smoothed-{settings.subset}"))
     sources.append(StaticVariances(static, name="static"))
     variances = scale * np.stack([s.variances(score_record) for s in sources])  # [K, T, B, n]
     run = cycle_controls(score_record, control, variances)
     errors = forecast_errors(score_record, run, model.forecast, settings.leads, settings.spinup)
     rows = [s.name for s in sources]
     compared, changes = compare_rows(errors, rows, run, score_record, settings)
+    for name, k_variances in zip(rows, variances, strict=True):
+        compared[name]["variance_vs_reference"] = variance_error(k_variances, variances[0], settings.spinup)
     summary = {
         "experiment": "l96 variances: 4D-Var with B = D^1/2 C D^1/2, D from the EDA / raw subset / emulator / static",
         "settings": asdict(settings) | {"eda": config.to_dict()},
@@ -203,6 +210,20 @@ def tune_scale(record: EDARecord, control: Var4DGivenB, scales: tuple[float, ...
         "grid": grid,
         "median_analysis_rmse": [float(v) for v in median],
         "wall_seconds": run.wall_seconds,
+    }
+
+
+def variance_error(variances: np.ndarray, reference: np.ndarray, spinup: int) -> dict[str, float]:
+    """How far a row's variances ``[T, B, n]`` are from the reference's over the scored cycles.
+
+    ``relative_rms_error = sqrt(mean((d - d_ref)^2)) / mean(d_ref)``; ``mean_log_ratio = mean(log(d / d_ref))``
+    (0 = unbiased in the log; zeros floored at 1e-12 of the reference mean).
+    """
+    d, ref = variances[spinup:], reference[spinup:]
+    floor = 1e-12 * float(ref.mean())
+    return {
+        "relative_rms_error": float(np.sqrt(np.mean((d - ref) ** 2)) / ref.mean()),
+        "mean_log_ratio": float(np.mean(np.log(np.maximum(d, floor) / np.maximum(ref, floor)))),
     }
 
 

@@ -41,6 +41,9 @@ class VarianceImpactSettings:
         Lead times in model steps (0 = analysis; 1 step = 6 h at dt = 0.05; one cycle = window steps).
     correlation : str
         ``climatology`` (the static B's correlation) or ``eda`` (time-mean EDA background correlation).
+    smooth : int
+        Half width ``w`` (grid points) of an extra row: the M-member variance averaged over ``2w + 1``
+        neighbours on the ring (0 = no such row).
     inflation, window, obs_every, obs_std : optional
         Overrides of the preset's EDA and observation network (``None``: the preset's).
     confidence : float
@@ -62,6 +65,7 @@ class VarianceImpactSettings:
     scales: tuple[float, ...] = (0.5, 0.7, 1.0, 1.4, 2.0, 2.8, 4.0)
     leads: tuple[int, ...] = (0, 1, 2, 4, 8, 20)
     correlation: str = "climatology"
+    smooth: int = 0
     inflation: float | None = None
     window: int | None = None
     obs_every: int | None = None
@@ -80,6 +84,8 @@ class VarianceImpactSettings:
                 f"{FIRST_SCORE_SEED} and scored seeds (--seed {self.seed}) at or above it, so that nothing is "
                 "scored on the seeds the scale and the emulator were fitted on; use e.g. --seed 100."
             )
+        if self.smooth < 0:
+            raise ValueError(f"smooth is a half width in grid points (0 = no smoothed row), got {self.smooth}.")
         if not self.scales or min(self.scales) <= 0:
             raise ValueError(f"scales must be positive numbers, got {self.scales}; use e.g. 0.5,1,2.")
         if not 0 <= self.spinup < self.cycles - 2 or not 0 <= self.spinup < self.train_cycles - 2:

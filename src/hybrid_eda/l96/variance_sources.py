@@ -6,6 +6,7 @@ so nothing is lost by doing this up front)::
 
     ensemble   var_N(xb)                   the N-member EDA's background variance (the reference)
     subset     var_M(xb_1 .. xb_M)         a raw M-member EDA: the first M members (exchangeable)
+    smoothed   mean_{|j| <= w} var_M(.)_{k+j}   the same, averaged over 2w + 1 neighbours on the ring
     emulator   emu(xb_1 .. xb_M)^2         an emulator of the N-member std fed by the same M members
     static     d_clim                      a fixed (climatological) variance
 
@@ -22,7 +23,14 @@ import numpy as np
 
 from hybrid_eda.l96.eda_record import EDARecord
 
-__all__ = ["EmulatedVariances", "EnsembleVariances", "StaticVariances", "SubsetVariances", "VarianceSource"]
+__all__ = [
+    "EmulatedVariances",
+    "EnsembleVariances",
+    "SmoothedSubsetVariances",
+    "StaticVariances",
+    "SubsetVariances",
+    "VarianceSource",
+]
 
 #: An emulator of the N-member std: ``std = emulator(members)``, ``[..., M, n] -> [..., n]``.
 StdEmulator = Callable[[np.ndarray], np.ndarray]
@@ -59,6 +67,22 @@ class SubsetVariances(VarianceSource):
     def variances(self, record: EDARecord) -> np.ndarray:
         _check_subset(self.m, record)
         return record.members[..., : self.m, :].var(axis=-2, ddof=1)
+
+
+@dataclass(frozen=True)
+class SmoothedSubsetVariances(VarianceSource):
+    """The ``m``-member variance averaged over the ``2 w + 1`` nearest variables of the (periodic) Lorenz-96 ring."""
+
+    m: int = 5
+    half_width: int = 2
+    name: str = "smoothed"
+
+    def variances(self, record: EDARecord) -> np.ndarray:
+        raw = SubsetVariances(self.m).variances(record)  # [T, B, n]
+        if not 0 <= 2 * self.half_width < raw.shape[-1]:
+            raise ValueError(f"half width {self.half_width} must satisfy 0 <= 2 w < n = {raw.shape[-1]}.")
+        shifts = range(-self.half_width, self.half_width + 1)
+        return sum(np.roll(raw, j, axis=-1) for j in shifts) / len(shifts)
 
 
 @dataclass(frozen=True)
