@@ -15,6 +15,7 @@ from hybrid_eda.evaluation.hybrid_members import (
     EmulatorSource,
     HybridCase,
     MemberSource,
+    MoreRealMembers,
     ensemble_scores,
     evaluate_hybrid,
     read_cases,
@@ -150,6 +151,14 @@ def test_cases_are_the_synthetic_eda(tiny_eda):
     np.testing.assert_array_equal(case.analyses, sample.analyses)
     np.testing.assert_array_equal(case.truth, sample.truth)
     assert info["members"] == 6 and info["grid"].name == "O16"
+    # the upper bound's members: the same EDA with 3 more members, whose first 6 are the folder's
+    (more,) = list(read_cases(tiny_eda, dates=[1], extra_members=3)[0])
+    assert more.extra_analyses.shape == (3, *case.analyses.shape[1:])
+    np.testing.assert_array_equal(more.analyses, case.analyses)
+    np.testing.assert_array_equal(more.backgrounds, case.backgrounds)
+    assert MoreRealMembers().members(more, 4, seed=0).shape == (2, *case.analyses.shape[1:])
+    with pytest.raises(UserInputError, match="needs 3 extra analyses per date, the cases hold 0"):
+        MoreRealMembers().members(case, 3, seed=0)
     with pytest.raises(UserInputError, match="holds no manifest.json"):
         read_cases(tiny_eda / "grib")
     with pytest.raises(UserInputError, match=r"date indices \[5\] are not among the 2 dates"):
@@ -164,7 +173,8 @@ def test_evaluate_members_command(tiny_eda, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "hybrid:untrained" in printed and "hybrid:gaussian" in printed and "crps_within_2pct" in printed
     summary = json.loads((out / "summary.json").read_text())
-    assert set(summary["ensembles"]) == {"full", "real", "hybrid:untrained", "hybrid:gaussian"}
+    assert set(summary["ensembles"]) == {"full", "real", "hybrid:untrained", "hybrid:gaussian", "hybrid:more-real"}
+    assert summary["ensembles"]["hybrid:more-real"]["members"] == 6
     assert summary["ensembles"]["hybrid:untrained"]["label"] == "3 real + 3 from the untrained flow (shift + rescale)"
     assert summary["maps"]["field"] == "t_2" and (out / "maps.png").stat().st_size > 10_000
     assert len(summary["dates"]) == 2 and summary["n"] == 6

@@ -8,7 +8,10 @@ backgrounds are the first N_s (:class:`ModelSource`). Four ensembles are then sc
 * ``full``: the N-member EDA (all analyses, what the hybrid replaces);
 * ``real``: its first N_s members alone;
 * ``hybrid:<source>``: the N_s real members plus the N - N_s members of each source (a generator checkpoint, the
-  untrained flow, Gaussian resampling; :class:`MemberSource`).
+  untrained flow, Gaussian resampling; :class:`MemberSource`);
+* ``hybrid:more-real``: the upper bound, not an emulator: the N - N_s further analyses ``N + 1 .. 2N - N_s`` of the
+  same synthetic EDA (regenerated with more members; member ``i`` does not depend on N), i.e. members exchangeable
+  with the real ones, what a perfect generator would give (:class:`MoreRealMembers`).
 
 Scores, area-weighted means over the grid, per field ``f`` and date, then averaged over dates:
 
@@ -20,6 +23,14 @@ Scores, area-weighted means over the grid, per field ``f`` and date, then averag
 Across fields (of different units) the summary averages ratios to the full EDA (CRPS, spread/skill) and the
 normalised std MSEs; the issue's targets are :func:`targets` (CRPS and spread/skill within 2% of the full EDA,
 std MSE at least 40% below that of the N_s real members).
+
+Two properties of these scores bound what any generator can show. The fair CRPS is unbiased for every ensemble
+size, so N_s exchangeable members have the fair CRPS of N in expectation: the standard ensemble CRPS (``crps_ens``,
+``alpha = 0``) is the one that tells them apart. And the std of a hybrid shares only its N_s real members with the
+full EDA's std. With ``K = N - N_s`` perfect (exchangeable) draws and Gaussian members, ``s_hyb^2 - s_N^2`` is a
+fraction of the difference of two independent K-member variances and ``s_Ns^2 - s_N^2`` the same fraction of an
+N_s-member minus a K-member one, so the MSE ratio is about ``(2 / (K - 1)) / (1 / (N_s - 1) + 1 / (K - 1))``: 0.54
+at N = 50, N_s = 14, i.e. even a perfect generator cuts the std MSE by only ~46% (the measured ``more-real`` row).
 """
 
 from __future__ import annotations
@@ -45,6 +56,7 @@ __all__ = [
     "HybridEvaluation",
     "MemberSource",
     "ModelSource",
+    "MoreRealMembers",
     "ensemble_scores",
     "evaluate_hybrid",
     "read_cases",
@@ -67,6 +79,7 @@ class HybridCase:
     backgrounds: np.ndarray
     analyses: np.ndarray
     truth: np.ndarray
+    extra_analyses: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.backgrounds.shape != self.analyses.shape or self.backgrounds.ndim != 3:
@@ -78,11 +91,15 @@ class HybridCase:
 
 
 # --------------------------------------------------------------------------------------------------- data
-def read_cases(path: str | Path, dates: Sequence[int] | None = None) -> tuple[Iterator[HybridCase], dict[str, Any]]:
+def read_cases(
+    path: str | Path, dates: Sequence[int] | None = None, *, extra_members: int = 0
+) -> tuple[Iterator[HybridCase], dict[str, Any]]:
     """The dates of a synthetic EDA folder (``hybrid-eda synthetic``) as :class:`HybridCase`, lazily.
 
     The folder's EDA is regenerated from its ``manifest.json`` (:func:`hybrid_eda.evaluation.data.config_from_manifest`,
-    exact float64; the GRIB files hold the same values to 16-bit packing), date by date.
+    exact float64; the GRIB files hold the same values to 16-bit packing), date by date. ``extra_members > 0``
+    regenerates it with ``N + extra_members`` members and keeps the last ones apart (``extra_analyses``): the first
+    N are the folder's members whatever the total (one random stream per member).
 
     Returns
     -------
@@ -100,6 +117,9 @@ def read_cases(path: str | Path, dates: Sequence[int] | None = None) -> tuple[It
             "backgrounds, analyses and the truth the hybrid is scored against)"
         )
     config = config_from_manifest(json.loads(manifest.read_text()))
+    n = config.members
+    if extra_members:
+        config = dataclasses.replace(config, members=n + int(extra_members))
     wanted = set(range(len(config.dates))) if dates is None else {int(i) for i in dates}
     if not wanted or min(wanted) < 0 or max(wanted) >= len(config.dates):
         raise UserInputError(f"date indices {sorted(wanted)} are not among the {len(config.dates)} dates of {path}")
@@ -112,15 +132,17 @@ def read_cases(path: str | Path, dates: Sequence[int] | None = None) -> tuple[It
             if state.index not in wanted:
                 continue
             blocks = list(eda.fields(state))
+            analyses = np.stack([b.analyses for b in blocks], axis=-1)  # [N + extra, G, F]
             yield HybridCase(
                 date=state.date,
                 variables=tuple(b.name for b in blocks),
-                backgrounds=np.stack([b.backgrounds for b in blocks], axis=-1),  # [N, G, F]
-                analyses=np.stack([b.analyses for b in blocks], axis=-1),  # [N, G, F]
+                backgrounds=np.stack([b.backgrounds[:n] for b in blocks], axis=-1),  # [N, G, F]
+                analyses=analyses[:n],  # [N, G, F]
                 truth=np.stack([b.truth for b in blocks], axis=-1),  # [G, F]
+                extra_analyses=analyses[n:] if extra_members else None,
             )
 
-    info = {"grid": eda.grid, "members": config.members, "dates": tuple(config.dates), "seed": config.seed}
+    info = {"grid": eda.grid, "members": n, "dates": tuple(config.dates), "seed": config.seed}
     return cases(), info
 
 
@@ -198,6 +220,27 @@ class EmulatorSource(MemberSource):
         out = self.emulator.generate(starts.reshape(k, -1), guides.reshape(guides.shape[0], -1), k,
                                      np.random.default_rng(int(seed)), **flat)  # fmt: skip
         return out.reshape(k, *shape)
+
+
+class MoreRealMembers(MemberSource):
+    """The upper bound, not an emulator: the case's ``extra_analyses`` (further members of the same EDA).
+
+    Needs cases read with ``read_cases(..., extra_members=N - N_s)``.
+    """
+
+    name = "more-real"
+    label = "more real analyses (a perfect generator: upper bound)"
+
+    def members(self, case: HybridCase, n_real: int, seed: int) -> np.ndarray:
+        k = case.analyses.shape[0] - n_real
+        if case.extra_analyses is None or case.extra_analyses.shape[0] < k:
+            held = 0 if case.extra_analyses is None else case.extra_analyses.shape[0]
+            raise UserInputError(f"the upper bound needs {k} extra analyses per date, the cases hold {held}; read "
+                                 f"them with read_cases(..., extra_members={k})")  # fmt: skip
+        return case.extra_analyses[:k]
+
+    def _generate(self, starts, guides, guide_backgrounds, seed):  # pragma: no cover - members() is overridden
+        raise NotImplementedError
 
 
 def untrained_flow(grid, backgrounds: np.ndarray, *, steps: int | None = None):

@@ -25,7 +25,7 @@ __all__ = ["add_parser", "run_members", "write_std_maps"]
 LOGGER = logging.getLogger(__name__)
 
 #: Sources without a checkpoint (``--baselines``).
-BASELINES = ("untrained", "gaussian")
+BASELINES = ("untrained", "gaussian", "more-real")
 UNTRAINED_LABEL = "from the untrained flow (shift + rescale)"
 
 
@@ -116,7 +116,13 @@ def run_members(args: argparse.Namespace) -> int:
     """The ``evaluate members`` command (module docstring); returns 0."""
     from hybrid_eda.errors import UserInputError
     from hybrid_eda.evaluation.cli import default_map_field
-    from hybrid_eda.evaluation.hybrid_members import EmulatorSource, ModelSource, evaluate_hybrid, read_cases
+    from hybrid_eda.evaluation.hybrid_members import (
+        EmulatorSource,
+        ModelSource,
+        MoreRealMembers,
+        evaluate_hybrid,
+        read_cases,
+    )
     from hybrid_eda.evaluation.hybrid_members import untrained_flow as make_untrained
 
     started = time.perf_counter()
@@ -126,20 +132,24 @@ def run_members(args: argparse.Namespace) -> int:
         raise UserInputError(f"--steps must be >= 1, got {args.steps}")
     if args.checkpoint is None and not args.baselines:
         raise UserInputError("nothing to evaluate: give CHECKPOINT or keep --baselines")
-    cases, info = read_cases(args.test, args.dates)
+    _, info = read_cases(args.test, args.dates)
     if not 2 <= args.real < info["members"]:
         raise UserInputError(f"--real {args.real} of the {info['members']} members of {args.test}: need 2 <= N_s < N")
+    extra = info["members"] - args.real if "more-real" in args.baselines else 0
+    cases, _ = read_cases(args.test, args.dates, extra_members=extra)
     sources = []
     if args.checkpoint is not None:
         sources.append(ModelSource(_load_generator(args.checkpoint), "trained", "from the member generator",
                                    steps=args.steps))  # fmt: skip
-    if "gaussian" in args.baselines:
-        sources.append(EmulatorSource("gaussian", "from Gaussian resampling (pointwise)"))
     cases = iter(cases)
     first = next(cases)
     if "untrained" in args.baselines:
         core = make_untrained(info["grid"], first.backgrounds, steps=args.steps)
-        sources.insert(len(sources) - ("gaussian" in args.baselines), ModelSource(core, "untrained", UNTRAINED_LABEL))
+        sources.append(ModelSource(core, "untrained", UNTRAINED_LABEL))
+    if "gaussian" in args.baselines:
+        sources.append(EmulatorSource("gaussian", "from Gaussian resampling (pointwise)"))
+    if "more-real" in args.baselines:
+        sources.append(MoreRealMembers())
 
     def all_cases():
         yield first
