@@ -174,3 +174,43 @@ def test_trained_members_is_none_without_metadata(tmp_path):
     path = tmp_path / "plain.ckpt"
     path.write_bytes(b"not a zip")
     assert trained_members(path) is None
+
+
+def test_quality_table_on_iid_gaussian_members_matches_the_analytic_raw_error_and_floor():
+    """iid Gaussian members, M = 5 of N = 50: raw s_5 nMSE 0.110 and floor 0.0092 (hybrid_eda.evaluation.scores);
+    the plug-in floor (centre and sigma from the 50 members) must reproduce it without seeing the answer."""
+    from hybrid_eda.l96.variance_quality import variance_quality
+
+    rng = np.random.default_rng(5)
+    sigma = np.exp(0.3 * rng.standard_normal((2, 150, 1, n)))  # [split, D, 1, n]
+    train, test = sigma * rng.standard_normal((2, 150, 50, n))  # [D, N=50, n] each
+    summary = variance_quality(None, train, [test[:75], test[75:]], m=5)
+    assert summary["test_dates"] == 150 and summary["train_dates"] == 150 and "emulator" not in summary["gap_closed"]
+    s5, s50 = test[:, :5].std(axis=1, ddof=1), test.std(axis=1, ddof=1)
+    assert summary["nmse"]["raw"] == pytest.approx(np.sum((s5 - s50) ** 2) / np.sum(s50**2), rel=1e-12)
+    assert summary["nmse"]["raw"] == pytest.approx(0.110, abs=0.008)
+    assert summary["floor_expected"] == pytest.approx(0.0092, abs=0.0008)
+    assert summary["gap_closed"]["raw"] == 0.0
+
+
+@pytest.mark.slow
+def test_quality_table_scores_the_emulator_with_its_coverage(checkpoint):
+    from hybrid_eda.l96.variance_quality import main
+
+    archive = make_archive(seed=4)
+    emulated = load_emulator_mean(checkpoint, archive.background[:, :5])
+    s12 = archive.background.std(axis=1, ddof=1)
+    path = Path(checkpoint).parent / "quality.json"
+    archive.save(Path(checkpoint).parent / "test.npz")
+    make_archive(seed=5).save(Path(checkpoint).parent / "train.npz")
+    args = ["--train", str(Path(checkpoint).parent / "train.npz"), "--test", str(Path(checkpoint).parent / "test.npz")]
+    assert main([str(checkpoint), *args, "--test-from", "0", "--train-cycles", "0:", "--json", str(path)]) == 0
+    summary = yaml.safe_load(path.read_text())  # JSON is YAML
+    assert summary["nmse"]["emulator"] == pytest.approx(np.sum((emulated - s12) ** 2) / np.sum(s12**2), rel=1e-5)
+    assert 0.0 <= summary["emulator_coverage90"] <= 1.0 and summary["test_dates"] == T
+
+
+def load_emulator_mean(checkpoint: Path, members: np.ndarray) -> np.ndarray:
+    from hybrid_eda.l96.variance_emulation import load_l96_variance_emulator
+
+    return load_l96_variance_emulator(checkpoint)(members)
