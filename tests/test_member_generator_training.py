@@ -349,3 +349,94 @@ def test_l96_config_trains_and_its_checkpoint_generates_members(tiny_store):
     truth = fields[v.index("truth"), 0]
     rmse = np.sqrt(((members[..., 0] - truth) ** 2).mean())
     assert rmse < 2 * np.sqrt(((bg[10:, :, 0] - truth) ** 2).mean())  # 2 steps: still about the base flow
+
+
+SYNTHETIC_SPLITS = [
+    "training.max_steps=2",
+    "dataloader.limit_batches.validation=1",
+    "dataloader.batch_size.training=1",
+    "dataloader.training.datasets.eda.end=2023-01-01T06:00:00",
+    "dataloader.validation.datasets.eda.start=2023-01-01T12:00:00",
+    "dataloader.validation.datasets.eda.end=2023-01-01T18:00:00",
+    "dataloader.test.datasets.eda.start=2023-01-02T00:00:00",
+]
+#: What the operational config needs to run on the tiny CPU store (its own settings otherwise).
+N128_ON_THE_TINY_STORE = [
+    "system.hardware.accelerator=cpu",
+    "system.hardware.num_gpus_per_node=1",
+    "data.frequency=6h",
+    "dataloader.stores.eda=${hydra:runtime.cwd}/eda-generator.zarr",
+    "dataloader.num_workers.training=1",
+    "dataloader.num_workers.validation=1",
+    "dataloader.num_workers.test=1",
+    "dataloader.pin_memory=False",
+    "dataloader.persistent_workers=False",
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_global_store(tmp_path_factory):
+    """O32 x 2 levels x 6 variables, 6 members, 6 dates of the synthetic EDA and its generator store (~25 s)."""
+    from hybrid_eda.resources import recipes_dir
+
+    workdir = tmp_path_factory.mktemp("member_generator_global")
+    env = isolated_environment(workdir)
+    bin_dir = Path(sys.executable).parent
+    synthetic = [
+        str(bin_dir / "hybrid-eda"),
+        "synthetic",
+        "--grid",
+        "O32",
+        "--levels",
+        "2",
+        "--members",
+        "6",
+        "--start",
+        "2023-01-01T00",
+        "--end",
+        "2023-01-02T06",
+        "--seed",
+        "1",
+        "--out",
+        "synthetic-eda",
+    ]
+    run_logged(synthetic, workdir, env)
+    recipe = yaml.safe_load((recipes_dir() / "synthetic-eda-generator.yaml").read_text())
+    recipe["dates"]["end"] = "2023-01-02T06:00:00"
+    (workdir / "tiny.yaml").write_text(yaml.safe_dump(recipe))
+    run_logged([str(bin_dir / "anemoi-datasets"), "create", "tiny.yaml", "eda-generator.zarr"], workdir, env)
+    return {"workdir": workdir, "env": env}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("config", "extra", "guides"),
+    [
+        ("member_generator_synthetic", [], "guides (2, 4) (validation 3)"),
+        ("member_generator_n128", N128_ON_THE_TINY_STORE, "guides (2, 2) (validation 2)"),
+    ],
+)
+def test_global_configs_train_two_steps(tiny_global_store, config, extra, guides):
+    bin_dir = Path(sys.executable).parent
+    command = [str(bin_dir / "anemoi-training"), "train", f"--config-name={config}", *SYNTHETIC_SPLITS, *extra]
+    log = run_logged(command, tiny_global_store["workdir"], tiny_global_store["env"])
+    assert "`Trainer.fit` stopped: `max_steps=2` reached" in log
+    assert f"member generator: 11 variables, 5248 grid points, 47232 edges, {guides}, 2 replicas" in log
+
+
+def test_global_config_parameter_counts_are_the_stated_ones():
+    from hybrid_eda.models.member_generator import parameter_count_for
+    from hybrid_eda.models.member_generator_core import MemberGeneratorSettings
+    from hybrid_eda.resources import configs_dir
+
+    for name, fields, stated in (("member_generator_synthetic", 26, 27_256), ("member_generator_n128", 686, 324_256)):
+        model = _compose(name).model.model
+        settings = MemberGeneratorSettings(
+            latent=model.latent,
+            rounds=model.rounds,
+            heads=model.heads,
+            kernel_hidden=model.kernel_hidden,
+            steps=model.steps,
+        )
+        assert parameter_count_for(fields, settings, edge_dim=3, node_dim=3 if model.node_features else 0) == stated
+    assert "324,256 at latent 32" in (configs_dir() / "member_generator_n128.yaml").read_text()

@@ -19,6 +19,8 @@ TRAINED_BY = {
         "test_member_generator_training",
         "test_l96_config_trains_and_its_checkpoint_generates_members",
     ),  # 2 steps
+    "member_generator_n128": ("test_member_generator_training", "test_global_configs_train_two_steps"),  # 2 steps
+    "member_generator_synthetic": ("test_member_generator_training", "test_global_configs_train_two_steps"),  # 2
     "variance_emulator_synthetic": (
         "test_variance_training",
         "test_synthetic_config_trains_and_its_checkpoint_emulates_any_m",  # 2 steps
