@@ -440,3 +440,32 @@ def test_global_config_parameter_counts_are_the_stated_ones():
         )
         assert parameter_count_for(fields, settings, edge_dim=3, node_dim=3 if model.node_features else 0) == stated
     assert "324,256 at latent 32" in (configs_dir() / "member_generator_n128.yaml").read_text()
+
+
+def test_core_reads_observations_only_where_observed():
+    from hybrid_eda.layers.graphs import ring_graph
+    from hybrid_eda.models.member_generator_core import MemberGeneratorCore, MemberGeneratorSettings
+
+    core = MemberGeneratorCore(
+        n_variables=1, graph=ring_graph(N_GRID), settings=MemberGeneratorSettings(observation_features=True, steps=2)
+    )
+    torch.manual_seed(0)
+    with torch.no_grad():
+        core.embedding.weight.normal_(0.0, 0.3)
+        core.output.weight.normal_(0.0, 0.3)
+    x = _batch(4, batch=1)[0, 0]  # [20, 40, 3]
+    bg, an, obs = x[10:, :, [2]], x[:10, :, [1]], x[0, :, [0]]
+
+    def run(observations):
+        g = torch.Generator().manual_seed(1)
+        with torch.no_grad():
+            return core.generate(bg, an, 10, g, guide_backgrounds=x[:10, :, [2]], observations=observations).members
+
+    unobserved = run(torch.full_like(obs, float("nan")))
+    torch.testing.assert_close(unobserved, run(None))  # NaN everywhere: as if no observations were given
+    assert not torch.allclose(run(obs), unobserved)  # observed: they change the members
+    half = obs.clone()
+    half[::2] = float("nan")
+    assert torch.isfinite(run(half)).all()
+    plain = MemberGeneratorCore(n_variables=1, graph=ring_graph(N_GRID), settings=MemberGeneratorSettings(steps=2))
+    assert plain.embedding.in_features == 12 and core.embedding.in_features == 14
