@@ -147,7 +147,6 @@ class LearnedGenerator(MemberEmulator):
             raise UserInputError(f"generator steps must be >= 1, got {steps}.")
         self.runner, self.source, self.steps, self.untrained = runner, source, steps, untrained
         self.label = "untrained generator" if untrained else "emulator"  # type: ignore[misc]
-        self.generate_seconds = 0.0
         self._accepts: set[str] | None = None
 
     # ------------------------------------------------------------------------------------------ construction
@@ -209,11 +208,8 @@ class LearnedGenerator(MemberEmulator):
         return self._accepts
 
     def _generate(self, backgrounds, guide_analyses, n_members, rng, *, guide_backgrounds, observations):
-        import time
-
         import torch
 
-        t0 = time.perf_counter()
         batched = backgrounds.ndim == 3  # [B, k, n]
         as_batch = (lambda a: a) if batched else (lambda a: a[None])
         runner = self._runner_for(backgrounds.shape[-1])
@@ -242,7 +238,6 @@ class LearnedGenerator(MemberEmulator):
         members = getattr(out, "members", out)  # the core returns GeneratedMembers
         members = members.detach().cpu().numpy() if isinstance(members, torch.Tensor) else np.asarray(members)
         members = members[..., 0].astype(np.float64)  # [B, n_members, n]
-        self.generate_seconds += time.perf_counter() - t0
         return members if batched else members[0]
 
     def __repr__(self) -> str:
