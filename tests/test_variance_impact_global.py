@@ -130,6 +130,8 @@ def test_a_seeded_short_run_orders_the_rows(eda):
         group = summary["variable"][name]["rms"]
         assert group["sigma_b"] <= group["ensemble_N"] * 1.001 and group["ensemble_N"] < group["raw_M"]
     assert summary["std_bias"]["raw_M"] < -0.02  # s_5 is biased low (c4(5) = 0.94)
+    error = summary["std_relative_rms_error"]  # ~ 1 / sqrt(2 (n - 1)) for a sample std of n members
+    assert error["sigma_b"] == 0 and 0.1 < error["ensemble_N"] < 0.16 < 0.3 < error["raw_M"] < 0.42
     again = run_variance_impact(config, m=5, draws=6, seed=3)
     np.testing.assert_array_equal(again.analysis_mse, result.analysis_mse)  # seeded
     other = run_variance_impact(config, m=5, draws=6, seed=4, dates=[0, 2])

@@ -76,7 +76,8 @@ def _scores(series: dict[str, np.ndarray], tests: int, confidence: float) -> dic
 
 def impact_summary(result: ImpactResult, *, confidence: float = 0.95) -> dict[str, Any]:
     """JSON-ready scores: ``overall``, ``variable``, ``level_group`` (normalised RMS and changes against
-    ``ensemble_N``), ``per_field`` (RMS in physical units), ``std_bias`` and the ``verdict`` of the issue.
+    ``ensemble_N``), ``per_field`` (RMS in physical units), ``std_bias`` (area-mean std against ``sigma_b``'s,
+    minus 1), ``std_relative_rms_error`` (RMS of ``std / sigma_b - 1``) and the ``verdict`` of the issue.
 
     The Sidak correction counts the tests of one table: the variables plus the level groups (per source).
     """
@@ -98,6 +99,9 @@ def impact_summary(result: ImpactResult, *, confidence: float = 0.95) -> dict[st
     truth = result.sources.index("sigma_b")
     summary["std_bias"] = {
         s: float(np.mean(result.std_mean[:, k] / result.std_mean[:, truth]) - 1.0) for k, s in enumerate(result.sources)
+    }
+    summary["std_relative_rms_error"] = {
+        s: float(np.sqrt(result.std_error_ms[:, k].mean())) for k, s in enumerate(result.sources)
     }
     summary["verdict"] = verdict(summary)
     summary["confidence"] = confidence
