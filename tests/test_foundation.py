@@ -147,14 +147,15 @@ def test_demo_runs_the_whole_pipeline(tmp_path, monkeypatch):
     """`hybrid-eda demo` (what `make demo` runs): the Lorenz-96 testbed, then a synthetic global EDA turned into
     anemoi-datasets stores whose N-member std equals numpy's and matches the known sigma_b, then the variance
     emulator trained and evaluated (that step takes ~5 min: it runs here on tiny settings in
-    tests/test_evaluation_demo.py, so this test runs the demo without it)."""
+    tests/test_evaluation_demo.py, so this test runs the demo without it, and without the variance-impact step
+    that follows it, tested there too)."""
     import json
 
     import hybrid_eda.demo
     from hybrid_eda.cli import main
 
     titles = [title for title, _ in hybrid_eda.demo.DEMO_STEPS]
-    assert hybrid_eda.demo.DEMO_STEPS[2][1] == "hybrid_eda.evaluation.demo:demo" and len(titles) == 3
+    assert hybrid_eda.demo.DEMO_STEPS[2][1] == "hybrid_eda.evaluation.demo:demo" and len(titles) == 4
     monkeypatch.setattr(hybrid_eda.demo, "DEMO_STEPS", hybrid_eda.demo.DEMO_STEPS[:2])
     assert main(["demo", "--out", str(tmp_path)]) == 0
     summary = json.loads((tmp_path / "summary.json").read_text())

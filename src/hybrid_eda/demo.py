@@ -19,6 +19,11 @@ DEMO_STEPS: tuple[tuple[str, str], ...] = (
     ("Lorenz-96 EDA testbed", "hybrid_eda.l96.cli:demo"),
     ("Synthetic global EDA -> anemoi-datasets stores", "hybrid_eda.synthetic.demo:demo"),
     ("Variance emulator: anemoi-training train, evaluated on held-out dates", "hybrid_eda.evaluation.demo:demo"),
+    # after the variance step, in its folder (evaluation/): its checkpoint and held-out EDA feed the global run
+    (
+        "Variance impact: B variances inside L96 4D-Var and the global exact analysis",
+        "hybrid_eda.evaluation.demo:impact_demo",
+    ),
 )
 
 

@@ -6,6 +6,14 @@
 
 The shipped config is used unchanged; the small setting (steps, date splits, output folder) is passed as
 command-line overrides, as a user would. The same commands at full size are in the README.
+
+The last demo step (:func:`impact_demo`, issue 9) puts variances inside the analysis, in the same folder:
+
+    hybrid-eda l96 variances ...                    --> impact/l96/variances.json, variances.png
+        (cycled 4D-Var, B variances from the N-member EDA, a raw M-member subset, a static D; tiny setting)
+    hybrid-eda evaluate variance-impact CKPT --test test-eda ...  --> impact/global/summary.json, impact.png
+        (exact linear analysis of the synthetic EDA with the std of sigma_b, N members, raw M, the emulator
+        trained by the step above; without that step's outputs, a tiny EDA of its own and no emulator rows)
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ from typing import Any
 
 LOGGER = logging.getLogger(__name__)
 
-__all__ = ["DemoSettings", "demo", "train_command"]
+__all__ = ["DemoSettings", "ImpactDemoSettings", "demo", "impact_demo", "train_command"]
 
 #: The physics change of the demo's degradation check (training: errors.front_factor=2.5).
 SHIFT = "fronts4=errors.front_factor=4"
@@ -118,14 +126,20 @@ def _train(settings: DemoSettings, workdir: Path) -> Path:
     return checkpoints[-1]
 
 
+def _command(add_parser, argv: list[str]) -> None:
+    """``hybrid-eda ARGV`` of the commands ``add_parser`` registers, in this process (errors propagate)."""
+    parser = argparse.ArgumentParser(prog="hybrid-eda")
+    add_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(argv)
+    LOGGER.info("hybrid-eda %s", " ".join(argv))
+    args.func(args)
+
+
 def _evaluate(argv: list[str]) -> None:
     """``hybrid-eda evaluate variance ARGV`` in this process (errors propagate)."""
     from hybrid_eda.evaluation.cli import add_parser
 
-    parser = argparse.ArgumentParser(prog="hybrid-eda")
-    add_parser(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["evaluate", "variance", *argv])
-    args.func(args)
+    _command(add_parser, ["evaluate", "variance", *argv])
 
 
 def demo(out_dir: Path, settings: DemoSettings | None = None) -> dict[str, Any]:
@@ -184,5 +198,158 @@ def demo(out_dir: Path, settings: DemoSettings | None = None) -> dict[str, Any]:
         f"{summary['nmse']['raw']:.4f}, floor {summary['nmse']['floor']:.4f}, gap closed {gap:.0%}) in "
         f"{sum(timings.values()):.0f} s (data {timings['data']:.0f}, training {timings['training']:.0f}, "
         f"evaluation {timings['evaluation']:.0f})"
+    )
+    return result
+
+
+@dataclasses.dataclass(frozen=True)
+class ImpactDemoSettings:
+    """The tiny setting of the variance-impact step (:func:`impact_demo`).
+
+    Attributes
+    ----------
+    l96_members, l96_subset : int
+        Lorenz-96 EDA size ``N`` and the raw subset ``M`` (``hybrid-eda l96 variances -N -M``).
+    l96_seeds, l96_cycles, l96_spinup, l96_train_cycles : int
+        Scored seeds (from 100), their cycles and spin-up, and the cycles of the 2 training seeds.
+    l96_scales, l96_leads : tuple
+        Grid of the scale on ``D`` and the lead times (6 h model steps; 0 = analysis).
+    l96_emulator : str, optional
+        An L96 variance-emulator checkpoint (``variance_emulator_l96``) for the emulator row; none: no such row.
+    seen, draws : int
+        Global experiment: members ``M`` the emulator sees (as it was trained) and control backgrounds per date.
+    grid, levels, members, dates, observations : str, int, int, int, int
+        The global experiment's own tiny EDA (seed 2; observed points per date), used only when the variance
+        step's ``test-eda`` is absent.
+    """
+
+    l96_members: int = 10
+    l96_subset: int = 3
+    l96_seeds: int = 2
+    l96_cycles: int = 160
+    l96_spinup: int = 30
+    l96_train_cycles: int = 120
+    l96_scales: tuple[float, ...] = (0.7, 1.0, 1.4)
+    l96_leads: tuple[int, ...] = (0, 2, 4)
+    l96_emulator: str | None = None
+    seen: int = DemoSettings.seen
+    draws: int = 2
+    grid: str = "O16"
+    levels: int = 2
+    members: int = 20
+    dates: int = 4
+    observations: int = 400
+
+    def __post_init__(self) -> None:
+        if self.dates < 3 or self.draws < 1:
+            raise ValueError(
+                f"dates = {self.dates}, draws = {self.draws}: the confidence intervals need at least 3 dates and "
+                "1 control background per date"
+            )
+
+    def l96_argv(self, out: Path) -> list[str]:
+        """``hybrid-eda l96 variances ...`` of the tiny setting, writing into ``out``."""
+        argv = ["l96", "variances", "--members", str(self.l96_members), "--subset", str(self.l96_subset),
+                "--seeds", str(self.l96_seeds), "--cycles", str(self.l96_cycles), "--spinup", str(self.l96_spinup),
+                "--train-cycles", str(self.l96_train_cycles), "--scales", ",".join(map(str, self.l96_scales)),
+                "--leads", ",".join(map(str, self.l96_leads)), "--out", str(out)]  # fmt: skip
+        return argv + (["--emulator", str(self.l96_emulator)] if self.l96_emulator else [])
+
+    def global_argv(self, test: Path, checkpoint: Path | None, out: Path) -> list[str]:
+        """``hybrid-eda evaluate variance-impact [CHECKPOINT] --test TEST ...``, writing into ``out``."""
+        return ["evaluate", "variance-impact", *([str(checkpoint)] if checkpoint else []), "--test", str(test),
+                "--members", str(self.seen), "--draws", str(self.draws), "--out", str(out)]  # fmt: skip
+
+    def eda_config(self):
+        """The global experiment's own EDA when there is no ``test-eda``: seed 2, ``dates`` 6-hourly from March 1."""
+        from hybrid_eda.synthetic import SyntheticEDAConfig
+        from hybrid_eda.synthetic.config import ObservationConfig
+
+        start = datetime(2023, 3, 1)
+        end = start + timedelta(hours=6 * (self.dates - 1))
+        return SyntheticEDAConfig(grid=self.grid, levels=self.levels, members=self.members, start=start, end=end,
+                                  seed=2, observations=ObservationConfig(count=self.observations))  # fmt: skip
+
+
+def _variance_step_outputs(out_dir: Path) -> tuple[Path | None, Path | None]:
+    """The variance step's held-out EDA and its newest ``inference-last.ckpt`` under ``out_dir`` (None if absent)."""
+    test = out_dir / "test-eda"
+    checkpoints = sorted((out_dir / "train" / "output").glob("checkpoint/*/inference-last.ckpt"),
+                         key=lambda p: p.stat().st_mtime)  # fmt: skip
+    return (test if (test / "manifest.json").is_file() else None), (checkpoints[-1] if checkpoints else None)
+
+
+def _change_cells(change: dict[str, Any]) -> list[str]:
+    """``+1.2%*`` per lead of a JSON ScoreChange (``*``: significant)."""
+    return [f"{100 * v:+.1f}%{'*' if s else ''}" for v, s in zip(change["change"], change["significant"], strict=True)]
+
+
+def impact_demo(out_dir: Path, settings: ImpactDemoSettings | None = None) -> dict[str, Any]:
+    """The variance-impact experiments of issue 9 in a tiny setting, into ``out_dir / "impact"``.
+
+    Runs ``hybrid-eda l96 variances`` (``impact/l96``) and ``hybrid-eda evaluate variance-impact``
+    (``impact/global``) on the variance step's held-out EDA and checkpoint when ``out_dir`` holds them (the demo
+    runs that step first, in the same folder), else on a tiny EDA of its own without the emulator rows.
+
+    Returns
+    -------
+    dict
+        Settings, timings (seconds: ``l96``, ``global``), and per experiment the JSON and PNG paths plus the
+        headline: L96 normalised changes per lead against the N-member row; global overall changes against
+        ``ensemble_N`` and the issue's ``verdict``.
+    """
+    from hybrid_eda.data.grids import use_local_grids
+    from hybrid_eda.evaluation.cli import add_parser as evaluate_parser
+    from hybrid_eda.l96.cli import add_parser as l96_parser
+
+    settings = settings or ImpactDemoSettings()
+    out_dir = Path(out_dir).resolve()
+    impact = out_dir / "impact"
+    timings: dict[str, float] = {}
+
+    started = time.perf_counter()
+    _command(l96_parser, settings.l96_argv(impact / "l96"))
+    timings["l96"] = time.perf_counter() - started
+    l96 = json.loads((impact / "l96" / "variances.json").read_text())
+
+    started = time.perf_counter()
+    use_local_grids()
+    test, checkpoint = _variance_step_outputs(out_dir)
+    if test is None:
+        from hybrid_eda.synthetic import write_synthetic_eda
+
+        test, checkpoint = impact / "test-eda", None  # a checkpoint of another EDA's grid would not fit
+        write_synthetic_eda(settings.eda_config(), test, overwrite=True)
+    _command(evaluate_parser, settings.global_argv(test, checkpoint, impact / "global"))
+    timings["global"] = time.perf_counter() - started
+    summary = json.loads((impact / "global" / "summary.json").read_text())
+
+    l96_changes = {name: row["change"] for name, row in l96["rows"].items() if "change" in row}
+    result = {
+        "settings": dataclasses.asdict(settings),
+        "timings_s": {k: round(v, 1) for k, v in timings.items()},
+        "l96": {
+            "json": str(impact / "l96" / "variances.json"),
+            "figure": str(impact / "l96" / "variances.png"),
+            "reference": next(iter(l96["rows"])),
+            "lead_hours": l96["lead_hours"],
+            "change": {name: c["change"] for name, c in l96_changes.items()},
+            "significant": {name: c["significant"] for name, c in l96_changes.items()},
+        },
+        "global": {
+            "json": str(impact / "global" / "summary.json"),
+            "figure": str(impact / "global" / "impact.png"),
+            "test": str(test),
+            "checkpoint": None if checkpoint is None else str(checkpoint),
+            "change": {name: c["change"] for name, c in summary["overall"]["change"].items()},
+            "verdict": summary["verdict"],
+        },
+    }
+    cells = "; ".join(f"{name} {' '.join(_change_cells(c))}" for name, c in l96_changes.items())
+    overall = ", ".join(f"{name} {100 * c:+.1f}%" for name, c in result["global"]["change"].items())
+    print(
+        f"variance impact: L96 4D-Var vs {result['l96']['reference']} at leads {l96['lead_hours']} h: {cells} "
+        f"(* significant) in {timings['l96']:.0f} s; global exact analysis vs ensemble_N: {overall} "
+        f"({'with' if checkpoint else 'without'} the emulator) in {timings['global']:.0f} s"
     )
     return result
