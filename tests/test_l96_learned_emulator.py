@@ -107,6 +107,10 @@ def test_a_checkpoint_of_another_model_is_refused_with_the_spec(tmp_path):
     torch.save({"state_dict": {}}, training)
     with pytest.raises(UserInputError, match="training checkpoint"):
         get_emulator(f"generator:checkpoint={training}")
+    text = tmp_path / "notes.txt"
+    text.write_text("not a checkpoint\n")
+    with pytest.raises(UserInputError, match=r"notes.txt is not a torch checkpoint \(UnpicklingError"):
+        get_emulator(str(text))  # an existing file is taken for a checkpoint
 
 
 def test_fewer_than_two_guides_is_an_error():

@@ -37,6 +37,8 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import pickle
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -86,8 +88,8 @@ def load_runner(checkpoint: str | Path) -> Any:
     Raises
     ------
     UserInputError
-        No such file; or the loader's own error (a training checkpoint, a checkpoint of another model), with the
-        spec it came from.
+        No such file; a file that is no torch checkpoint; or the loader's own error (a training checkpoint, a
+        checkpoint of another model), with the spec it came from.
     """
     path = Path(checkpoint).expanduser()
     if not path.is_file():
@@ -101,6 +103,11 @@ def load_runner(checkpoint: str | Path) -> Any:
         return _cached_runner(str(resolved), resolved.stat().st_mtime)
     except UserInputError as err:
         raise UserInputError(f"--emulator {checkpoint}: {err}") from err
+    except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile) as err:
+        raise UserInputError(
+            f"--emulator {checkpoint}: {resolved} is not a torch checkpoint ({type(err).__name__}: {err}); give a "
+            "member generator run's checkpoint/<run-id>/inference-last.ckpt."
+        ) from err
 
 
 def _untrained_core(n: int, steps: int | None) -> Any:
