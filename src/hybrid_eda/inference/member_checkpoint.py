@@ -74,6 +74,10 @@ def from_core(core: Any, fields: tuple[FieldId, ...], grid: GaussianGrid) -> Mem
     return MemberCheckpoint(path=None, generator=core, fields=tuple(fields), grid=grid)
 
 
+def _grib_id(entry: dict[str, Any] | None) -> bool:
+    return bool(((entry or {}).get("grib") or {}).get("paramId"))
+
+
 def _dataset_entry(metadata: dict[str, Any], arrays: dict[str, Any], variables: list[str] | None):
     """The (name, description, supporting arrays) of the dataset that holds the generator's variables."""
     datasets = metadata.get("dataset") or {}
@@ -133,14 +137,17 @@ def read_member_checkpoint(checkpoint: str | Path) -> MemberCheckpoint:
         raise ValueError(f"this installation cannot load member generator checkpoints ({err})") from err
     generator = load_member_generator(path)
     variables = list(getattr(generator, "variables", None) or []) or None
+    background_names = list(getattr(generator, "background_variables", None) or []) or None
     name, described, points = _dataset_entry(metadata, arrays, variables)
     held = described["variables_metadata"]
     variables = variables or list(described.get("variables") or held)
-    fields = tuple(_field(v, held.get(v)) for v in variables)
+    pairs = zip(variables, background_names or variables, strict=True)
+    # an analysis renamed in the store (t_an_1) may have lost its GRIB keys: its background's (t_1) are the same field
+    fields = tuple(dataclasses.replace(_field(b, held.get(b)), name=v) if not _grib_id(held.get(v)) and held.get(b)
+                   else _field(v, held.get(v)) for v, b in pairs)  # fmt: skip
     if "latitudes" not in points or "longitudes" not in points:
         raise ValueError(f"{path} has no latitudes/longitudes of dataset '{name}' among its supporting arrays")
     grid = grid_from_points(points["latitudes"], points["longitudes"])
-    background_names = getattr(generator, "background_variables", None)
     uses_observations = bool(getattr(generator, "uses_observations", False))
     LOGGER.info("member generator %s: %d fields on %s", path, len(fields), grid.name)
     return MemberCheckpoint(path=path, generator=generator, fields=fields, grid=grid, run_id=metadata.get("run_id"),
