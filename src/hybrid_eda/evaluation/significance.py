@@ -22,6 +22,10 @@ Why each choice:
   by ``sqrt((1 + r1) / (1 - r1))`` (a factor 2 at ``r1 = 0.6``) and under-covers.
 * ``r1 < 0`` (which would make ``n_eff > n``) is set to 0: a conservative choice for cycled scores, which
   are positively correlated. ``n_eff >= 2`` keeps the t-distribution's degrees of freedom ``>= 1``.
+* The lag-1 estimate is biased low in short series (by about ``(1 + 4 r1) / n``), so short series under-cover a
+  little. Measured (2000 replicates of AR(1) differences with zero mean, seed 0): at ``phi = 0.6`` the 95%
+  interval covers 0.929 / 0.935 / 0.955 of them at ``n = 100 / 200 / 500`` (iid interval: 0.67); at
+  ``phi = 0.8`` 0.912 / 0.935 / 0.948 (iid: 0.48-0.50). Pooling seeds lengthens the series the estimate sees.
 * Independent seeds (separate truths and observations) are pooled into one sample: the mean and the variance
   are taken about the grand mean over all seeds' cycles, ``r1`` from the lag-1 products *within* each seed
   only (no product across a seed boundary), and ``n_eff = S n (1 - r1) / (1 + r1)``: each seed adds effective
