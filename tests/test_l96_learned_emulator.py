@@ -113,6 +113,19 @@ def test_a_checkpoint_of_another_model_is_refused_with_the_spec(tmp_path):
         get_emulator(str(text))  # an existing file is taken for a checkpoint
 
 
+def test_a_generator_of_another_grid_is_refused_before_cycling():
+    class Runner80:
+        n_grid = 80
+
+        def generate(self, *args, **kwargs):  # never reached
+            raise AssertionError
+
+    config = ExperimentConfig.from_preset("pan2026", cycles=5, spinup=1)
+    reason = LearnedGenerator(Runner80(), source="ring80.ckpt").unsupported(config)
+    assert reason is not None and "ring80.ckpt was trained on a grid of 80 points, the experiment has n=40" in reason
+    assert LearnedGenerator(_untrained_core(NX, None)).unsupported(config) is None
+
+
 def test_fewer_than_two_guides_is_an_error():
     xb, xa, _ = _ensemble()
     with pytest.raises(ValueError, match="at least 2 real members .* got N_s=1; use --n-real 2"):
