@@ -98,7 +98,7 @@ def test_record_is_the_harness_run():
 
 
 TINY = {"members": 10, "subset": 3, "cycles": 160, "spinup": 30, "train_cycles": 120, "seeds": 2}
-TINY |= {"scales": (0.7, 1.0, 1.4), "leads": (0, 2, 4)}
+TINY |= {"scales": (0.7, 1.0, 1.4), "leads": (0, 2, 4), "block": 40}
 
 
 def test_short_experiment_is_reproducible_and_ranks_a_wrong_d(tmp_path):
@@ -118,12 +118,28 @@ def test_short_experiment_is_reproducible_and_ranks_a_wrong_d(tmp_path):
     bad = first.summary["rows"]["emulator-3"]["change"]
     assert all(bad["significant"]) and min(bad["change"]) > 0.05  # 100x variances: much worse at every lead
     assert bad["n_tests"] == 3 * 3 and bad["seeds"] == 2 and bad["cycles"] == 130
+    blocks = rows["emulator-3"]["blocks"]  # 2 seeds x 3 blocks of 40 of the 130 scored cycles, tested one by one
+    assert blocks["blocks"] == 6 and blocks["share_worse"][0] > 0.5
+    assert np.allclose(np.add(blocks["share_worse"], blocks["share_neutral"]) + blocks["share_better"], 1.0)
     ref = first.summary["rows"]["ensemble-10"]["median_rmse"]
     assert ref[0] < ref[1] < ref[2]  # errors grow with lead time
     without = run_variance_impact(settings, None, cache_dir=tmp_path)
     assert without.rows == ["ensemble-10", "raw-3", "static"]
     # the emulator row is cycled on its own: the other rows are unchanged without it
     assert np.array_equal(without.errors, first.errors[:, [0, 1, 3]])
+
+
+def test_noise_rows_calibrate_the_cost_of_a_variance_error(tmp_path):
+    """Known lognormal noise on the N-member variances: a larger error gives a larger analysis RMSE."""
+    settings = VarianceImpactSettings(**TINY | {"noise": (0.05, 1.0), "smooth": 2})
+    result = run_variance_impact(settings, None, cache_dir=tmp_path)
+    assert result.rows == ["ensemble-10", "raw-3", "smoothed-3", "static", "noisy-0.05", "noisy-1"]
+    rows = result.summary["rows"]
+    small, large = rows["noisy-0.05"], rows["noisy-1"]
+    assert 0.03 < small["variance_vs_reference"]["relative_rms_error"] < 0.08  # about sigma for small sigma
+    assert large["variance_vs_reference"]["relative_rms_error"] > 0.8
+    assert abs(small["change"]["change"][0]) < 0.01 < large["change"]["change"][0]
+    assert large["change"]["significant"][0]
 
 
 def test_settings_keep_training_and_scored_seeds_apart():

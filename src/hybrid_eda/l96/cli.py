@@ -312,6 +312,18 @@ def _variances_parser(sub: Any) -> None:
         default=d.smooth,
         help="add a row: the raw M-member variance averaged over 2W+1 neighbours (W grid points; 0 = none)",
     )
+    p.add_argument(
+        "--noise",
+        type=_floats,
+        default=d.noise,
+        help="add rows: the N-member variance times lognormal noise of these stds, e.g. 0.1,0.2,0.4 (calibration)",
+    )
+    p.add_argument(
+        "--block",
+        type=int,
+        default=d.block,
+        help=f"also test blocks of this many cycles per seed (default {d.block} daily cycles = June-August; 0 = off)",
+    )
     p.add_argument("--inflation", type=float, help="EDA inflation (default: the preset's)")
     p.add_argument("--window", type=int, help="observation times per window (default: the preset's)")
     p.add_argument("--obs-every", type=int, help="observe every K-th variable (default: the preset's)")
@@ -345,6 +357,8 @@ def cmd_variances(args: argparse.Namespace) -> int:
         leads=tuple(args.leads),
         correlation=args.correlation,
         smooth=args.smooth,
+        block=args.block,
+        noise=tuple(args.noise),
         inflation=args.inflation,
         window=args.window,
         obs_every=args.obs_every,

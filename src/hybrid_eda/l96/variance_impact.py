@@ -11,7 +11,8 @@ emulator fed by 5 members, verified as normalised changes in RMS error with Sida
        start from (a) the N-member background variance, (b) the raw M-member variance, (c) the emulator fed by
        those M members, (d) a static climatological variance (the time-mean N-member variance of training
        seeds), optionally (e) the M-member variance averaged over 2w+1 neighbours (a non-learned filter, the
-       classical way to de-noise EDA variances, as a bar for the emulator); same truth, observations and EDA
+       classical way to de-noise EDA variances, as a bar for the emulator) and (f) the N-member variance with
+       lognormal noise of known size (what a given variance error costs); same truth, observations and EDA
        for all rows, started from the same state;
     3. one scale s, tuned for (a) on a grid on training seeds (seed < 100; scores use seeds >= 100) and applied
        to every row; C is the correlation of the climatological covariance (the static B's) or, with
@@ -50,6 +51,7 @@ from hybrid_eda.l96.variance_impact_settings import CORRELATIONS, VarianceImpact
 from hybrid_eda.l96.variance_sources import (
     EmulatedVariances,
     EnsembleVariances,
+    NoisyVariances,
     SmoothedSubsetVariances,
     StaticVariances,
     StdEmulator,
@@ -139,6 +141,8 @@ def run_variance_impact(
     if settings.smooth:
         sources.append(SmoothedSubsetVariances(settings.subset, settings.smooth, name=f"smoothed-{settings.subset}"))
     sources.append(StaticVariances(static, name="static"))
+    for i, sigma in enumerate(settings.noise):
+        sources.append(NoisyVariances(sigma, seed=settings.seed + i, name=f"noisy-{sigma:g}"))
     variances = scale * np.stack([s.variances(score_record) for s in sources])  # [K, T, B, n]
     run = cycle_controls(score_record, control, variances)
     errors = forecast_errors(score_record, run, model.forecast, settings.leads, settings.spinup)
@@ -268,8 +272,44 @@ def compare_rows(
                 )
                 entry["change"] = change.to_dict()
                 changes[name] = change
+                if settings.block:
+                    entry["blocks"] = block_verdicts(
+                        errors[:, k][:, keep], errors[:, 0][:, keep], settings.block, n_tests, settings.confidence
+                    )
         out[name] = entry
     return out, changes
+
+
+def block_verdicts(
+    scores: np.ndarray, reference: np.ndarray, block: int, n_tests: int, confidence: float
+) -> dict[str, Any] | None:
+    """The same test on short experiments: every seed's scored cycles cut into blocks of ``block`` cycles.
+
+    ``scores, reference [lead, B, T_s]``; each block (one seed, ``block`` consecutive cycles, e.g. 92 daily
+    cycles = June-August, the talk's sample) is tested on its own. Returns, per lead, the share of blocks in which
+    the row is significantly worse, not significantly different, significantly better (``None`` when a seed has
+    fewer than ``block`` scored cycles).
+    """
+    from hybrid_eda.evaluation.significance import normalised_change
+
+    n_blocks = scores.shape[-1] // block
+    if n_blocks < 1:
+        return None
+    cut = scores.shape[:-1] + (n_blocks, block)  # [lead, B, n_blocks, block]
+    x = scores[..., : n_blocks * block].reshape(cut)
+    r = reference[..., : n_blocks * block].reshape(cut)
+    change = normalised_change(x, r, n_tests=n_tests, confidence=confidence, axis=-1)  # arrays [lead, B, n_blocks]
+    worse = change.significant & (change.change > 0)
+    better = change.significant & (change.change < 0)
+    axes = (-2, -1)
+    return {
+        "block_cycles": int(block),
+        "blocks": int(worse[0].size),
+        "share_worse": worse.mean(axis=axes).tolist(),
+        "share_neutral": (~change.significant).mean(axis=axes).tolist(),
+        "share_better": better.mean(axis=axes).tolist(),
+        "median_half_width": np.median(change.half_width, axis=axes).tolist(),
+    }
 
 
 def _eda_summary(record: EDARecord, spinup: int) -> dict[str, Any]:

@@ -44,10 +44,16 @@ class VarianceImpactSettings:
     smooth : int
         Half width ``w`` (grid points) of an extra row: the M-member variance averaged over ``2w + 1``
         neighbours on the ring (0 = no such row).
+    noise : tuple of float
+        Extra rows: the N-member variance times mean-preserving lognormal noise of these stds (a calibration of
+        what a given variance error costs; empty = none).
     inflation, window, obs_every, obs_std : optional
         Overrides of the preset's EDA and observation network (``None``: the preset's).
     confidence : float
         Family-wise confidence of the intervals.
+    block : int
+        Also test every block of this many consecutive scored cycles of one seed on its own (92 daily cycles =
+        June-August, the talk's sample); 0 = no block tests.
     outer_loops : int
         Gauss-Newton outer loops of the controls.
     """
@@ -66,11 +72,13 @@ class VarianceImpactSettings:
     leads: tuple[int, ...] = (0, 1, 2, 4, 8, 20)
     correlation: str = "climatology"
     smooth: int = 0
+    noise: tuple[float, ...] = ()
     inflation: float | None = None
     window: int | None = None
     obs_every: int | None = None
     obs_std: float | None = None
     confidence: float = 0.95
+    block: int = 92
     outer_loops: int = 2
 
     def __post_init__(self) -> None:
@@ -84,8 +92,12 @@ class VarianceImpactSettings:
                 f"{FIRST_SCORE_SEED} and scored seeds (--seed {self.seed}) at or above it, so that nothing is "
                 "scored on the seeds the scale and the emulator were fitted on; use e.g. --seed 100."
             )
+        if self.block != 0 and self.block < 3:
+            raise ValueError(f"block must be 0 (no block tests) or at least 3 cycles, got {self.block}; use e.g. 92.")
         if self.smooth < 0:
             raise ValueError(f"smooth is a half width in grid points (0 = no smoothed row), got {self.smooth}.")
+        if any(not v > 0 for v in self.noise):
+            raise ValueError(f"noise levels are lognormal stds and must be > 0, got {self.noise}; use e.g. 0.1,0.2.")
         if not self.scales or min(self.scales) <= 0:
             raise ValueError(f"scales must be positive numbers, got {self.scales}; use e.g. 0.5,1,2.")
         if not 0 <= self.spinup < self.cycles - 2 or not 0 <= self.spinup < self.train_cycles - 2:

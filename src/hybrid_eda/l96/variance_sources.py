@@ -9,6 +9,9 @@ so nothing is lost by doing this up front)::
     smoothed   mean_{|j| <= w} var_M(.)_{k+j}   the same, averaged over 2w + 1 neighbours on the ring
     emulator   emu(xb_1 .. xb_M)^2         an emulator of the N-member std fed by the same M members
     static     d_clim                      a fixed (climatological) variance
+    noisy      var_N(xb) exp(sigma z - sigma^2 / 2)   the reference with seeded lognormal noise of a chosen size
+                                           (z ~ N(0, 1) per variable and cycle; the mean is kept), to calibrate how
+                                           much variance error costs
 
 Glossary: ``T`` cycles, ``B`` seeds, ``N`` EDA members, ``M`` members fed to a subset / emulator, ``n`` state size.
 """
@@ -26,6 +29,7 @@ from hybrid_eda.l96.eda_record import EDARecord
 __all__ = [
     "EmulatedVariances",
     "EnsembleVariances",
+    "NoisyVariances",
     "SmoothedSubsetVariances",
     "StaticVariances",
     "SubsetVariances",
@@ -83,6 +87,25 @@ class SmoothedSubsetVariances(VarianceSource):
             raise ValueError(f"half width {self.half_width} must satisfy 0 <= 2 w < n = {raw.shape[-1]}.")
         shifts = range(-self.half_width, self.half_width + 1)
         return sum(np.roll(raw, j, axis=-1) for j in shifts) / len(shifts)
+
+
+@dataclass(frozen=True)
+class NoisyVariances(VarianceSource):
+    """The N-member variance times seeded lognormal noise ``exp(sigma z - sigma^2 / 2)`` (mean-preserving).
+
+    Its relative RMS error is ``sqrt(exp(sigma^2) - 1)`` (about ``sigma``): a known variance error, to measure
+    the analysis cost of a given error size (what an emulator must reach to be neutral).
+    """
+
+    sigma: float = 0.2
+    seed: int = 0
+    name: str = "noisy"
+
+    def variances(self, record: EDARecord) -> np.ndarray:
+        if not self.sigma >= 0:
+            raise ValueError(f"sigma is a lognormal noise std and must be >= 0, got {self.sigma}.")
+        z = np.random.default_rng(self.seed).standard_normal(record.variance.shape)  # [T, B, n]
+        return record.variance * np.exp(self.sigma * z - 0.5 * self.sigma**2)
 
 
 @dataclass(frozen=True)
