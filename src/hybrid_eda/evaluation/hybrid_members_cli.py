@@ -80,7 +80,7 @@ def write_std_maps(evaluation, path: Path, field: str, names: list[str], longitu
     f = evaluation.variables.index(field)
     target = evaluation.maps["full"][:, f]
     vmin, vmax = np.percentile(target, [1, 99])
-    size = max(1.0, 40_000.0 / target.size)
+    size = max(1.0, 80_000.0 / target.size)  # O32: markers that close the gaps between points
     fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.1), sharey=True, constrained_layout=True)
     axes = np.atleast_1d(axes)
     for ax, name in zip(axes, names, strict=True):
