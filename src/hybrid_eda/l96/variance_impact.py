@@ -26,6 +26,14 @@ emulator fed by 5 members, verified as normalised changes in RMS error with Sida
 The controls do not feed back into the EDA, so they are cycled after it against the recorded inputs (exactly
 paired; an emulator row needs no new EDA run, and an EDA record can be cached with ``cache_dir``).
 
+Measured (sakov2008 twin, N=50, M=5, window 4 = 24 h cycles, C climatological, s = 1 tuned on seeds 0-1 x 500
+cycles; seeds 100-105 x 1500 cycles, 100 spin-up; 18 tests; EDA 304 s, controls 9 s on one core), normalised
+change of the analysis / 24 h / 120 h forecast RMSE against the 50-member variances (analysis RMSE 0.248):
+raw-5 +15.2 +- 1.3 % / +14.5 +- 1.4 % / +9.1 +- 1.4 %; the L96 variance emulator (H1, std nMSE 0.020, 89% of the
+raw-to-floor gap) +1.5 +- 0.3 % / +1.6 +- 0.4 % / +0.9 +- 0.5 %; static D +9.8 / +7.2 / +5.5 %; all significant,
+no seed lost track. In 92-cycle blocks (the talk's sample) the emulator is neutral in 94% of 90 blocks at the
+analysis, raw-5 significantly worse in 70%.
+
 Glossary: ``N`` EDA members, ``M`` subset size, ``K`` rows (controls), ``T`` cycles, ``B`` seeds, ``n`` state.
 """
 
