@@ -229,7 +229,7 @@ class ImpactDemoSettings:
     l96_cycles: int = 160
     l96_spinup: int = 30
     l96_train_cycles: int = 120
-    l96_scales: tuple[float, ...] = (0.7, 1.0, 1.4)
+    l96_scales: tuple[float, ...] = (0.7, 1.0, 1.4, 2.0)  # the tuned 1.4 inside the grid
     l96_leads: tuple[int, ...] = (0, 2, 4)
     l96_emulator: str | None = None
     seen: int = DemoSettings.seen
