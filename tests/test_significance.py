@@ -66,7 +66,7 @@ def test_ar1_interval_covers_95_percent_where_the_iid_interval_under_covers():
     assert result.change.shape == (2000,) and result.level == pytest.approx(0.05)
     covered = np.mean(np.abs(result.change) <= result.half_width)
     covered_iid = np.mean(np.abs(result.change) <= iid_half_width(reference + d, reference))
-    # measured: 0.955 and 0.666 (the iid interval is too narrow by sqrt((1+phi)/(1-phi)) = 2)
+    # measured (seed 7): 0.947 and 0.677 (the iid interval is too narrow by sqrt((1+phi)/(1-phi)) = 2)
     assert 0.935 <= covered <= 0.965, covered
     assert covered_iid < 0.75, covered_iid
     assert np.mean(result.significant) == pytest.approx(1 - covered)  # significant <=> interval excludes 0
@@ -129,7 +129,7 @@ def test_pooled_seeds_interval_covers():
     reference = np.full(d.shape, 3.0)
     result = normalised_change(reference + d, reference, seed_axis=1)
     assert result.change.shape == (1000,)
-    assert 0.925 <= np.mean(np.abs(result.change) <= result.half_width) <= 0.975
+    assert 0.925 <= np.mean(np.abs(result.change) <= result.half_width) <= 0.975  # measured 0.949 (iid: 0.755)
 
 
 def test_input_errors_name_the_problem_and_the_fix():
