@@ -237,3 +237,94 @@ def test_config_errors_name_the_fix(eda, tmp_path):
         _runner(eda, tmp_path, options={"members": 2})
     with pytest.raises(ValueError, match="is not more than the 3 real analyses"):
         _runner(eda, tmp_path, options={"members": 3}).execute()
+
+
+# ------------------------------------------------------------------------------------------------ trained checkpoint
+#: The tiny global store's date splits (2-step training, as tests/test_member_generator_training.py).
+SPLITS = [
+    "training.max_steps=2",
+    "dataloader.limit_batches.validation=1",
+    "dataloader.batch_size.training=1",
+    "dataloader.training.datasets.eda.end=2023-01-01T06:00:00",
+    "dataloader.validation.datasets.eda.start=2023-01-01T12:00:00",
+    "dataloader.validation.datasets.eda.end=2023-01-01T18:00:00",
+    "dataloader.test.datasets.eda.start=2023-01-02T00:00:00",
+]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """member_generator_synthetic trained 2 steps on O32 x 2 levels, 6 members, 6 dates (as a user would run it)."""
+    import sys
+
+    import yaml
+
+    from hybrid_eda.resources import recipes_dir
+    from isolated_run import isolated_environment, run_command
+
+    work = tmp_path_factory.mktemp("member_trained")
+    env = isolated_environment(work)
+    bin_dir = Path(sys.executable).parent
+    run_command([str(bin_dir / "hybrid-eda"), "synthetic", "--grid", "O32", "--levels", "2", "--members", "6",
+                 "--start", "2023-01-01T00", "--end", "2023-01-02T06", "--seed", "1", "--out", "synthetic-eda"],
+                work, env)  # fmt: skip
+    recipe = yaml.safe_load((recipes_dir() / "synthetic-eda-generator.yaml").read_text())
+    recipe["dates"]["end"] = "2023-01-02T06:00:00"
+    (work / "tiny.yaml").write_text(yaml.safe_dump(recipe))
+    run_command([str(bin_dir / "anemoi-datasets"), "create", "tiny.yaml", "eda-generator.zarr"], work, env)
+    run_command([str(bin_dir / "anemoi-training"), "train", "--config-name=member_generator_synthetic", *SPLITS],
+                work, env)  # fmt: skip
+    (checkpoint,) = (work / "output" / "member_generator_synthetic" / "checkpoint").glob("*/inference-last.ckpt")
+    return {"work": work, "env": env, "checkpoint": checkpoint, "bin": bin_dir}
+
+
+@pytest.mark.slow
+def test_inference_config_and_anemoi_inference_run_round_trip(trained):
+    """`hybrid-eda inference-config RUN_FOLDER` then `anemoi-inference run` from an empty folder: 3 real analyses of
+    the test date in, members 4..6 out, equal to load_member_generator(...).generate on the same inputs and seed."""
+    import earthkit.data as ekd
+    import yaml
+
+    from hybrid_eda.models import load_member_generator
+    from isolated_run import run_command
+
+    work, env, bin_dir = trained["work"], trained["env"], trained["bin"]
+    empty = work / "empty"
+    empty.mkdir()
+    run_folder = work / "output" / "member_generator_synthetic"
+    run_command([str(bin_dir / "hybrid-eda"), "inference-config", str(run_folder), "--out", "m.yaml"], empty, env)
+    config = yaml.safe_load((empty / "m.yaml").read_text())
+    assert config["checkpoint"] == str(trained["checkpoint"].resolve()) and config["date"] == "2023-01-02T00:00:00"
+    assert Path(config["input"]["backgrounds"]["grib"]["path"]).is_absolute()
+    config["input"]["analyses"]["grib"]["number"] = REAL  # the tiny EDA has 6 members
+    (empty / "m.yaml").write_text(yaml.safe_dump(config))
+    out = run_command([str(bin_dir / "anemoi-inference"), "run", "m.yaml", "seed=7"], empty, env)
+    assert "member generator: 33 GRIB messages (1 date(s) x 3 members x 11 fields; N_s=3 real, members 4..6)" in (
+        out.stdout + out.stderr
+    )
+    ck = read_member_checkpoint(trained["checkpoint"])
+    assert len(ck.fields) == 11 and all("_an" in f.name for f in ck.fields) and ck.grid.name == "O32"
+    date = datetime(2023, 1, 2)
+    grib = work / "synthetic-eda" / "grib"
+    files = {kind: ekd.from_source("file", str(grib / f"{kind}_2023010200.grib")) for kind in ("bg", "an")}
+
+    def stack(kind, numbers):
+        return np.stack([np.stack([files[kind].sel(paramId=f.param_id, level=f.level, number=n)[0].to_numpy(
+            flatten=True) for f in ck.fields], axis=-1) for n in numbers])  # fmt: skip
+
+    backgrounds = stack("bg", range(1, 7))
+    expected = load_member_generator(trained["checkpoint"]).generate(
+        backgrounds[3:].astype(np.float32), stack("an", REAL).astype(np.float32), 3,
+        torch.Generator().manual_seed(date_seed(7, date)), guide_backgrounds=backgrounds[:3].astype(np.float32),
+    )  # fmt: skip
+    written = ekd.from_source("file", str(empty / "emulated-members.grib"))
+    assert len(written) == 3 * len(ck.fields) and set(written.metadata("number")) == {4, 5, 6}
+    for field in written:
+        md = field.metadata
+        i = [(f.param_id, f.level) for f in ck.fields].index((md("paramId"), md("level")))
+        reference = expected[md("number") - 4, :, i].astype(np.float64)
+        assert np.abs(field.to_numpy(flatten=True) - reference).max() <= packing_tolerance(reference, 16)
+        keys = (md("stream"), md("type"), md("dataDate"), md("numberOfForecastsInEnsemble"))
+        assert keys == ("elda", "an", 20230102, 6)
+    with pytest.raises(ValueError, match="not of the member generator"):
+        _ = read_member_checkpoint(_fake_checkpoint(work / "v.ckpt", "hybrid_eda.models.VarianceEmulator"))
