@@ -1,4 +1,4 @@
-"""Evaluation of the EDA variance emulator: the sampling floor, non-neural baselines and scores.
+"""Evaluation of the EDA variance emulator and the member generator: floors, non-neural baselines, scores, impact.
 
 * :mod:`~hybrid_eda.evaluation.floor`: ``E[s_N | M members, truth, sigma_b]`` in closed form (the floor no
   estimator beats) and the oracle that knows ``sigma_b`` but not the truth;
@@ -18,7 +18,14 @@
 * :mod:`~hybrid_eda.evaluation.suite`: fit everything on training dates, score on held-out ones, one JSON
   summary;
 * :mod:`~hybrid_eda.evaluation.degradation`: test EDAs with other physics (``--shift``) and how the scores
-  degrade there (the summary's ``degradation`` block).
+  degrade there (the summary's ``degradation`` block);
+* :mod:`~hybrid_eda.evaluation.significance`: normalised score changes of paired runs with AR(1)-corrected,
+  Sidak-adjusted confidence intervals (Geer 2016), pooled over independent seeds;
+  :mod:`~hybrid_eda.evaluation.impact_figure`: the talk-style normalised-RMS-change panels;
+* :mod:`~hybrid_eda.evaluation.variance_impact` (+ ``_scores``, ``_figure``, ``_cli``): ``hybrid-eda evaluate
+  variance-impact``, the emulator's variances inside the exact linear analysis of the synthetic EDA;
+* :mod:`~hybrid_eda.evaluation.hybrid_members` (+ ``_cli``): ``hybrid-eda evaluate members``, N_s real plus
+  generated members against the full EDA and the truth (fair and standard CRPS, spread/skill, std MSE, maps).
 
     train = from_synthetic(SyntheticEDAConfig(grid="O32", levels=5, members=50, seed=1, ...), m=5)
     test = from_synthetic(SyntheticEDAConfig(..., seed=2), m=5)
