@@ -148,6 +148,20 @@ def test_replicas_are_independent_ensembles_of_the_same_backgrounds():
     assert _gap(grouped[:, 0], grouped[:, 1]) > 0.05  # same start, other noise
 
 
+def test_seeded_members_do_not_depend_on_how_many_are_drawn():
+    """With a generator, member j's Brownian path is drawn on its own: replica 0 of n = 2k is the n = k call."""
+    backgrounds, guides, guide_bg = _inputs(k=4)
+    core = _core()
+
+    def run(n):
+        generator = torch.Generator().manual_seed(3)
+        return core.generate(backgrounds, guides, n, generator, guide_backgrounds=guide_bg, steps=4).members
+
+    one, two = run(4), run(8)
+    torch.testing.assert_close(two[:4], one, atol=1e-5, rtol=1e-5)
+    assert _gap(two[:4], two[4:]) > 0.05
+
+
 def test_fewer_or_a_partial_replica_of_members():
     backgrounds, guides, guide_bg = _inputs(k=4)
     core = _core()

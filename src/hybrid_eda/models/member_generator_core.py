@@ -464,7 +464,8 @@ class MemberGeneratorCore(nn.Module):
             Members to generate, any ``n >= 1``: member ``j`` starts from background ``j mod k`` and belongs to
             particle ensemble ``j // k`` (see the module docstring).
         generator : torch.Generator or None
-            Source of the Brownian increments (member-major, so member ``j``'s noise does not depend on ``n``); not
+            Source of the Brownian increments (drawn member by member, so member ``j``'s noise does not depend on
+            ``n``); not
             used when ``increments`` are given. ``None``: torch's global generator (not reproducible).
         guide_backgrounds : torch.Tensor, optional
             The guides' own backgrounds, ``guide_analyses``' shape: then the increment is the guides' mean
@@ -514,9 +515,12 @@ class MemberGeneratorCore(nn.Module):
         n_replicas = int(replica.max()) + 1
         field_shape = (self.n_grid, self.n_variables)
         if increments is None:
-            # member-major [b, n, steps, grid, var]: member j's path is the same whatever n is
-            noise = brownian_increments(times, (b, n_members, *field_shape), generator, dtype=dtype)
-            increments = noise.to(device).permute(1, 2, 0, 3, 4)
+            # drawn member by member ([n][steps, b, grid, var]), so member j's path is the same whatever n is
+            # and replica 0 of an n = R k call is the n = k call
+            noise = torch.stack(
+                [brownian_increments(times, (b, *field_shape), generator, dtype=dtype) for _ in range(n_members)]
+            )  # [n, steps, b, grid, var]
+            increments = noise.to(device).permute(2, 0, 1, 3, 4)
         else:
             expected = (*((b,) if batched else ()), n_members, int(steps), *field_shape)
             if tuple(increments.shape) != expected:

@@ -8,6 +8,9 @@
 ``stores``
     ``hybrid-eda variance-data`` (or ``python -m hybrid_eda.training.stores``): the synthetic EDA and the member
     and std stores that ``configs/variance_emulator_synthetic.yaml`` trains on, in one command.
+``member_generator``
+    :class:`~hybrid_eda.training.member_generator.MemberGeneratorCallback`: the Hydra callback of the member
+    generator's configs (the shuffled guide/target member split, ``${store_variables_without:PATH,_an_}``).
 
 The variance emulator itself needs no custom task or method: anemoi's ``Autoencoder`` task (same date in and
 out), ``SingleTraining`` and two datasets (members: all variables prognostic and without a loss; spread: all
