@@ -63,7 +63,10 @@ ON_THE_TINY_STORES = {
 def test_every_shipped_config_is_exercised():
     from hybrid_eda.resources import configs_dir, shipped
 
-    assert {n for n in shipped(configs_dir()) if n.startswith("variance_emulator")} == set(ON_THE_TINY_STORES)
+    # variance_emulator_l96 trains on Lorenz-96 stores instead (tests/test_l96_variance_emulator.py)
+    names = shipped(configs_dir())
+    on_global_stores = {n for n in names if n.startswith("variance_emulator") and not n.endswith("_l96")}
+    assert on_global_stores == set(ON_THE_TINY_STORES)
 
 
 @pytest.mark.slow
