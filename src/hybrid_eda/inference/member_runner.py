@@ -24,12 +24,10 @@ anemoi-inference's command, config file and registry (entry point ``anemoi.infer
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -38,6 +36,7 @@ from anemoi.inference.runner import Runner
 
 from hybrid_eda.inference.member_checkpoint import MemberCheckpoint, read_member_checkpoint
 from hybrid_eda.inference.member_fields import MemberFields, dataset_members, expand_path, grib_members
+from hybrid_eda.inference.part_files import PartFiles
 
 __all__ = ["EmulatedMembers", "MemberInferenceRunner", "date_seed"]
 
@@ -242,9 +241,8 @@ class MemberInferenceRunner(Runner):
         loaded = time.perf_counter()
         inputs = self.read_inputs()
         read = time.perf_counter()
-        files: dict[str, Any] = {}
         results, written = [], 0
-        try:
+        with PartFiles() as files:
             for backgrounds, analyses in inputs:
                 emulated = self.emulate(backgrounds, analyses)
                 results.append(emulated)
@@ -252,28 +250,20 @@ class MemberInferenceRunner(Runner):
                 rows = [(n, emulated.values[j]) for j, n in enumerate(emulated.numbers)]
                 if self.include_real:
                     rows = [(n, analyses.values[j]) for j, n in enumerate(analyses.numbers)] + rows
-                path = expand_path(self.output_path, emulated.date)
-                if path not in files:
-                    Path(path).parent.mkdir(parents=True, exist_ok=True)
-                    files[path] = open(path + ".part", "wb")  # noqa: SIM115
+                stream = files.stream(expand_path(self.output_path, emulated.date))
                 with GribEncoder(ck.grid, members=total, bits_per_value=self.bits_per_value) as encoder:
                     for number, values in rows:  # values [G, F]
                         for i, field in enumerate(ck.fields):
-                            encoder.write(files[path], values[:, i], kind=ANALYSIS, param_id=field.param_id,
+                            encoder.write(stream, values[:, i], kind=ANALYSIS, param_id=field.param_id,
                                           level=field.level, valid=emulated.date, number=number)  # fmt: skip
                             written += 1
-        finally:
-            for stream in files.values():
-                stream.close()
-        for path in files:
-            os.replace(path + ".part", path)
         done = time.perf_counter()
         LOGGER.info(
             "member generator: %d GRIB messages (%d date(s) x %d members x %d fields; N_s=%d real, members %s) to %s; "
             "load %.1f s, read %.1f s, generate+write %.1f s",
             written, len(results), written // max(1, len(results) * len(ck.fields)), len(ck.fields),
             len(results[0].real_numbers) if results else 0, _span(results[0].numbers) if results else "-",
-            ", ".join(files), loaded - started, read - loaded, done - read,
+            ", ".join(files.paths), loaded - started, read - loaded, done - read,
         )  # fmt: skip
         return results
 

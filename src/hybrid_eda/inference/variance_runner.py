@@ -18,10 +18,8 @@ at the same date. So this runner keeps anemoi-inference's command, config file (
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,6 +28,7 @@ from anemoi.inference.config.run import RunConfiguration
 from anemoi.inference.runner import Runner
 
 from hybrid_eda.inference.member_fields import MemberFields, dataset_members, expand_path, grib_members
+from hybrid_eda.inference.part_files import PartFiles
 from hybrid_eda.inference.std_grib import StdGribEncoder, quantile_keys
 from hybrid_eda.inference.variance_checkpoint import VarianceCheckpoint, read_variance_checkpoint
 
@@ -155,32 +154,21 @@ class VarianceEmulatorRunner(Runner):
         loaded = time.perf_counter()
         members = self.read_members()
         read = time.perf_counter()
-        files: dict[str, Any] = {}
         written = 0
-        try:
-            with StdGribEncoder(ck.grid, self.bits_per_value, self.output_keys) as encoder:
-                for date_members in members:
-                    statistics = self.emulate(date_members)
-                    for q, values in statistics.items():
-                        path = expand_path(self.output_path, date_members.date, statistic=statistic_name(q))
-                        if path not in files:
-                            Path(path).parent.mkdir(parents=True, exist_ok=True)
-                            files[path] = open(path + ".part", "wb")  # noqa: SIM115
-                        for i, field in enumerate(ck.fields):
-                            files[path].write(encoder.encode(values[:, i], field=field, valid=date_members.date,
-                                                             quantile=q))  # fmt: skip
-                            written += 1
-        finally:
-            for stream in files.values():
-                stream.close()
-        for path in files:
-            os.replace(path + ".part", path)
+        with PartFiles() as files, StdGribEncoder(ck.grid, self.bits_per_value, self.output_keys) as encoder:
+            for date_members in members:
+                statistics = self.emulate(date_members)
+                for q, values in statistics.items():
+                    stream = files.stream(expand_path(self.output_path, date_members.date, statistic=statistic_name(q)))
+                    for i, field in enumerate(ck.fields):
+                        stream.write(encoder.encode(values[:, i], field=field, valid=date_members.date, quantile=q))
+                        written += 1
         done = time.perf_counter()
         LOGGER.info(
             "variance emulator: %d GRIB messages (%d date(s) x %d statistics x %d fields, M=%s) to %s; "
             "load %.1f s, read %.1f s, emulate+write %.1f s",
             written, len(members), len(self.statistics), len(ck.fields), len(members[0].numbers),
-            ", ".join(files), loaded - started, read - loaded, done - read,
+            ", ".join(files.paths), loaded - started, read - loaded, done - read,
         )  # fmt: skip
 
     def __repr__(self) -> str:

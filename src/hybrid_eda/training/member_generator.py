@@ -13,12 +13,9 @@ of a store whose names lack ``TAG``: the backgrounds of a store that also holds 
 
 from __future__ import annotations
 
-from typing import Any
-
-from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf
 
-from hybrid_eda.training.resolvers import register_resolvers, store_variables
+from hybrid_eda.training.resolvers import VarianceEmulatorCallback, store_variables
 
 __all__ = ["MemberGeneratorCallback", "store_variables_without"]
 
@@ -31,29 +28,14 @@ def store_variables_without(path: str, tag: str) -> list[str]:
     return names
 
 
-class MemberGeneratorCallback(Callback):
-    """Hydra callback: member split selection, resolvers and (``keep_freed_memory``) glibc malloc for CPU runs."""
-
-    def __init__(self, keep_freed_memory: bool = True) -> None:
-        self.keep_freed_memory = keep_freed_memory
+class MemberGeneratorCallback(VarianceEmulatorCallback):
+    """Hydra callback: what :class:`VarianceEmulatorCallback` does (resolvers, glibc malloc for CPU runs), plus the
+    shuffled member split and ``${store_variables_without:...}``."""
 
     def _start(self) -> None:
         from hybrid_eda.data.member_split import install_member_split
 
-        register_resolvers()
         if not OmegaConf.has_resolver("store_variables_without"):
             OmegaConf.register_new_resolver("store_variables_without", store_variables_without, use_cache=True)
         install_member_split()
-        if self.keep_freed_memory:
-            from hybrid_eda.training.malloc import keep_freed_memory
-
-            keep_freed_memory()
-
-    def on_run_start(self, config: Any, **kwargs: Any) -> None:
-        self._start()
-
-    def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
-        self._start()
-
-    def on_job_start(self, config: Any, **kwargs: Any) -> None:
-        self._start()
+        super()._start()
