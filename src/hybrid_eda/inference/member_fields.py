@@ -26,7 +26,7 @@ import numpy as np
 from hybrid_eda.inference.variance_checkpoint import MIN_MEMBERS, FieldId
 from hybrid_eda.synthetic.grids import GaussianGrid
 
-__all__ = ["MemberFields", "check_member_count", "dataset_members", "expand_path", "grib_members"]
+__all__ = ["MemberFields", "check_member_count", "dataset_members", "expand_path", "grib_members", "input_members"]
 
 LOGGER = logging.getLogger(__name__)
 
@@ -247,3 +247,35 @@ def dataset_members(
         values = np.ascontiguousarray(np.transpose(sample, (1, 2, 0)), dtype=np.float32)  # [M, G, F]
         result.append(MemberFields(date=date, numbers=tuple(chosen), values=values))
     return result
+
+
+def input_members(
+    kind: str,
+    options: Any,
+    grid: GaussianGrid,
+    *,
+    grib_fields: Sequence[FieldId],
+    dataset_fields: Sequence[FieldId],
+    reference_date: datetime | None,
+    where: str = "input",
+) -> list[MemberFields]:
+    """The member fields of one runner input (``grib:`` or ``dataset:``), per date (``reference_date`` or all).
+
+    ``options`` is the input's value: for ``dataset``, a path or ``{dataset: ..., number: [...], ...}`` (anemoi's
+    ``open_dataset`` keys); for ``grib``, a path pattern, a list of them, or ``{path, number, select}``. Fields are
+    matched by GRIB keys (``grib_fields``) or by the store's variable names (``dataset_fields``). ``where`` names
+    the input in errors.
+    """
+    dates = None if reference_date is None else [reference_date]
+    if kind == "dataset":
+        spec = dict(options) if isinstance(options, dict) else {"dataset": options}
+        numbers = spec.pop("number", None)
+        return dataset_members(spec, dataset_fields, grid, numbers=numbers, dates=dates)
+    options = {"path": options} if isinstance(options, str | list) else dict(options)
+    unknown = set(options) - {"path", "number", "select"}
+    if unknown or "path" not in options:
+        raise ValueError(f"{where}: grib: takes path, number, select; got {sorted(options)}")
+    patterns = options["path"] if isinstance(options["path"], list) else [options["path"]]
+    paths = [expand_path(str(p), reference_date) for p in patterns]
+    return grib_members(paths, grib_fields, grid, numbers=options.get("number"), dates=dates,
+                        select=options.get("select"))  # fmt: skip

@@ -35,7 +35,7 @@ from anemoi.inference.config.run import RunConfiguration
 from anemoi.inference.runner import Runner
 
 from hybrid_eda.inference.member_checkpoint import MemberCheckpoint, read_member_checkpoint
-from hybrid_eda.inference.member_fields import MemberFields, dataset_members, expand_path, grib_members
+from hybrid_eda.inference.member_fields import MemberFields, expand_path, input_members
 from hybrid_eda.inference.part_files import PartFiles
 
 __all__ = ["EmulatedMembers", "MemberInferenceRunner", "date_seed"]
@@ -152,21 +152,12 @@ class MemberInferenceRunner(Runner):
 
     def _read_members(self, role: str) -> list[MemberFields]:
         ck = self.member
-        dates = None if self.reference_date is None else [self.reference_date]
         kind, options = self.inputs[role]
-        if kind == "dataset":
-            spec = dict(options) if isinstance(options, dict) else {"dataset": options}
-            numbers = spec.pop("number", None)
-            fields = ck.background_fields if role == "backgrounds" else ck.fields
-            return dataset_members(spec, fields, ck.grid, numbers=numbers, dates=dates)
-        options = {"path": options} if isinstance(options, str | list) else dict(options)
-        unknown = set(options) - {"path", "number", "select"}
-        if unknown or "path" not in options:
-            raise ValueError(f"input: {role}: grib: takes path, number, select; got {sorted(options)}")
-        patterns = options["path"] if isinstance(options["path"], list) else [options["path"]]
-        paths = [expand_path(str(p), self.reference_date) for p in patterns]
-        return grib_members(paths, ck.fields, ck.grid, numbers=options.get("number"), dates=dates,
-                            select=options.get("select"))  # fmt: skip
+        return input_members(
+            kind, options, ck.grid, grib_fields=ck.fields,
+            dataset_fields=ck.background_fields if role == "backgrounds" else ck.fields,
+            reference_date=self.reference_date, where=f"input: {role}",
+        )  # fmt: skip
 
     def read_inputs(self) -> list[tuple[MemberFields, MemberFields]]:
         """``(backgrounds, analyses)`` per date, with the same dates in both."""

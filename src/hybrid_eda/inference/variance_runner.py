@@ -27,7 +27,7 @@ from anemoi.inference.checkpoint import Checkpoint
 from anemoi.inference.config.run import RunConfiguration
 from anemoi.inference.runner import Runner
 
-from hybrid_eda.inference.member_fields import MemberFields, dataset_members, expand_path, grib_members
+from hybrid_eda.inference.member_fields import MemberFields, expand_path, input_members
 from hybrid_eda.inference.part_files import PartFiles
 from hybrid_eda.inference.std_grib import StdGribEncoder, quantile_keys
 from hybrid_eda.inference.variance_checkpoint import VarianceCheckpoint, read_variance_checkpoint
@@ -113,20 +113,14 @@ class VarianceEmulatorRunner(Runner):
     def read_members(self) -> list[MemberFields]:
         """The member fields of the configured input, per date (``date:`` or every date it holds)."""
         ck = self.variance
-        dates = None if self.reference_date is None else [self.reference_date]
-        options = self.input_options
-        if self.input_kind == "dataset":
-            spec = dict(options) if isinstance(options, dict) else {"dataset": options}
-            numbers = spec.pop("number", None)
-            return dataset_members(spec, ck.fields, ck.grid, numbers=numbers, dates=dates)
-        options = {"path": options} if isinstance(options, str | list) else dict(options)
-        unknown = set(options) - {"path", "number", "select"}
-        if unknown or "path" not in options:
-            raise ValueError(f"input: grib: takes path, number, select; got {sorted(options)}")
-        patterns = options["path"] if isinstance(options["path"], list) else [options["path"]]
-        paths = [expand_path(str(p), self.reference_date) for p in patterns]
-        return grib_members(paths, ck.fields, ck.grid, numbers=options.get("number"), dates=dates,
-                            select=options.get("select"))  # fmt: skip
+        return input_members(
+            self.input_kind,
+            self.input_options,
+            ck.grid,
+            grib_fields=ck.fields,
+            dataset_fields=ck.fields,
+            reference_date=self.reference_date,
+        )
 
     # ---------------------------------------------------------------------------------------------------- model
     def emulate(self, members: MemberFields) -> dict[float | None, np.ndarray]:
