@@ -162,7 +162,7 @@ def test_loader_refuses_other_grids_other_m_and_other_models(checkpoint, tmp_pat
         emu.quantiles(members, (0.5, 1.0))
     other = tmp_path / "other.ckpt"
     torch.save(torch.nn.Linear(2, 2), other)
-    with pytest.raises(ValueError, match="not the variance emulator"):
+    with pytest.raises(ValueError, match="holds a Linear .*not a variance emulator"):
         load_l96_variance_emulator(other)
     with pytest.raises(FileNotFoundError, match="no checkpoint at"):
         load_l96_variance_emulator(tmp_path / "missing.ckpt")

@@ -112,11 +112,19 @@ def test_synthetic_config_trains_and_its_checkpoint_emulates_any_m(stores):
 def test_checkpoint_of_another_model_is_explained(tmp_path):
     import torch
 
+    from hybrid_eda.errors import UserInputError
     from hybrid_eda.models import load_variance_predictor
 
     torch.save(torch.nn.Linear(2, 2), tmp_path / "other.ckpt")
-    with pytest.raises(ValueError, match="not the variance emulator"):
+    torch.save({"state_dict": {}}, tmp_path / "last.ckpt")
+    fix = "pass a variance emulator run's checkpoint/<run-id>/inference-last.ckpt"
+    other = rf"holds a Linear \(torch\.nn\.modules\.linear\), not a variance emulator .*: {fix}"
+    with pytest.raises(UserInputError, match=other):
         load_variance_predictor(tmp_path / "other.ckpt")
+    with pytest.raises(UserInputError, match=rf"no checkpoint at .*missing\.ckpt: {fix}"):
+        load_variance_predictor(tmp_path / "missing.ckpt")
+    with pytest.raises(UserInputError, match="is a training checkpoint .*: pass the inference checkpoint of the same"):
+        load_variance_predictor(tmp_path / "last.ckpt")
 
 
 @pytest.mark.slow

@@ -13,6 +13,9 @@
     :func:`load_member_generator`: an inference checkpoint as a function of physical backgrounds and guides.
 ``predictor``
     :func:`load_variance_predictor`: an inference checkpoint as a function of physical members (evaluation).
+``checkpoints``
+    :func:`~hybrid_eda.models.checkpoints.load_inference_model`: the one loader behind both, which refuses a
+    missing file, a training checkpoint and another model's checkpoint with a message naming the fix.
 """
 
 from hybrid_eda.models.member_generator import MemberGenerator

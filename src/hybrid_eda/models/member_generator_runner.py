@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from hybrid_eda.errors import UserInputError
+from hybrid_eda.models.checkpoints import load_inference_model
 from hybrid_eda.models.member_generator import MemberGenerator, check_variables
 
 __all__ = ["MemberGeneratorRunner", "load_member_generator"]
@@ -137,24 +138,11 @@ def load_member_generator(checkpoint: str | Path, device: str = "cpu") -> Member
     ------
     UserInputError
         No such file; a training checkpoint (a dict; use the ``inference-*.ckpt`` of the same run); a checkpoint
-        of another model (e.g. the variance emulator).
+        of another model (e.g. the variance emulator). See :func:`~hybrid_eda.models.checkpoints.load_inference_model`.
     """
-    path = Path(checkpoint).expanduser()
-    if not path.is_file():
-        raise UserInputError(f"no checkpoint at {path}: give a run's checkpoint/<run-id>/inference-last.ckpt")
-    interface = torch.load(path, map_location=device, weights_only=False)
-    if isinstance(interface, dict):
-        msg = (
-            f"{path} is a training checkpoint (a dict of weights and optimiser state); use the inference checkpoint "
-            "of the same run, checkpoint/<run-id>/inference-last.ckpt"
-        )
-        raise UserInputError(msg)
-    model = getattr(interface, "model", interface)
-    if not isinstance(model, MemberGenerator):
-        msg = (
-            f"{path} holds a {type(model).__name__} ({type(model).__module__}), not a member generator "
-            "(hybrid_eda.models.MemberGenerator); train one with anemoi-training train "
-            "--config-name=member_generator_l96"
-        )
-        raise UserInputError(msg)
-    return MemberGeneratorRunner(model.to(device), source=str(path))
+    hint = (
+        "a member generator run's checkpoint/<run-id>/inference-last.ckpt (anemoi-training train "
+        "--config-name=member_generator_l96)"
+    )
+    model = load_inference_model(checkpoint, MemberGenerator, "member generator", hint, device=device)
+    return MemberGeneratorRunner(model.to(device), source=str(Path(checkpoint).expanduser()))

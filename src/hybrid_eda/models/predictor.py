@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,6 +20,7 @@ import torch
 
 from hybrid_eda.distributions import PredictiveDistribution
 from hybrid_eda.layers.heads import GaussianHead
+from hybrid_eda.models.checkpoints import load_inference_model
 from hybrid_eda.models.chunked_inference import chunked_forward
 
 LOGGER = logging.getLogger(__name__)
@@ -61,25 +61,14 @@ def load_variance_predictor(checkpoint: str | os.PathLike) -> VariancePredictor:
 
     Raises
     ------
-    ValueError
-        If the file is not an inference checkpoint of the variance emulator (a training ``*.ckpt``, or the
-        checkpoint of another model).
+    UserInputError
+        No such file, a training checkpoint (``last.ckpt``), or the checkpoint of another model (a ``ValueError``;
+        see :func:`~hybrid_eda.models.checkpoints.load_inference_model`).
     """
     from hybrid_eda.models.variance_emulator import VarianceEmulator
 
-    path = Path(checkpoint)
-    loaded = torch.load(path, map_location="cpu", weights_only=False)
-    if isinstance(loaded, dict):
-        msg = (
-            f"{path} is a training checkpoint (a state dict); give the inference checkpoint written beside it, "
-            "inference-last.ckpt"
-        )
-        raise ValueError(msg)
-    model = getattr(loaded, "model", None)
-    if not isinstance(model, VarianceEmulator):
-        msg = (
-            f"{path} holds a {type(model if model is not None else loaded).__name__}, not the variance emulator "
-            "(hybrid_eda.models.VarianceEmulator); give a checkpoint trained with --config-name=variance_emulator_*"
-        )
-        raise ValueError(msg)
-    return VariancePredictor(model)
+    hint = (
+        "a variance emulator run's checkpoint/<run-id>/inference-last.ckpt (anemoi-training train "
+        "--config-name=variance_emulator_*)"
+    )
+    return VariancePredictor(load_inference_model(checkpoint, VarianceEmulator, "variance emulator", hint))
