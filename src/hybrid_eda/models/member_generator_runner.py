@@ -106,7 +106,7 @@ class MemberGeneratorRunner:
                     f"{len(self.variables)}: {self.variables} ([(b,) members, grid, var])"
                 )
                 raise UserInputError(msg)
-        with torch.no_grad():
+        with torch.inference_mode():  # no autograd graph nor version counters (training never calls the runner)
             out = self.core.generate(
                 bg, an, n_members, generator, guide_backgrounds=gb, observations=obs, steps=steps
             ).members
@@ -114,7 +114,7 @@ class MemberGeneratorRunner:
             return (
                 out.cpu().numpy().astype(dtype if np.issubdtype(dtype, np.floating) else np.float32)
             )  # [(b,) n, grid, var]
-        return out
+        return out.clone()  # an ordinary tensor (an inference tensor refuses in-place updates outside inference mode)
 
     def __repr__(self) -> str:
         return (
