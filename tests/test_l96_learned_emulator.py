@@ -7,6 +7,7 @@ with a non-zero diffusion bias it is a stochastic flow whose noise comes from th
 
 from __future__ import annotations
 
+import copy
 import inspect
 
 import numpy as np
@@ -24,6 +25,7 @@ from hybrid_eda.l96.model import Lorenz96
 from hybrid_eda.l96.observations import ObservationOperator
 from hybrid_eda.l96.seeding import BatchGenerator
 from hybrid_eda.models.member_generator_core import base_flow_solution
+from member_generator_checkpoints import save_small_checkpoint
 
 MODEL, OBS = Lorenz96(), ObservationOperator(n=40)
 N, N_S, NX = 20, 10, 40
@@ -86,7 +88,15 @@ def test_specs_select_the_generator_and_the_template_method_checks_it():
         ("generator:untrained=true,steps=x", "steps must be an integer"),
         ("generator:untrained=true,steps=0", "steps must be >= 1"),
         ("generator:untrained=maybe", "untrained must be true or false"),
-        ("generator:untrained=true,noise=1", "takes checkpoint=PATH, steps=S and untrained=true, got noise"),
+        (
+            "generator:untrained=true,window=1",
+            "takes checkpoint=PATH, steps=S, untrained=true, noise=A and spread=A, got window",
+        ),
+        ("generator:untrained=true,noise=much", "noise must be a number, got 'much'"),
+        ("generator:untrained=true,noise=-0.5", "noise .* must be a finite number >= 0, got -0.5"),
+        ("generator:untrained=true,noise=nan", "noise .* must be a finite number >= 0, got nan"),
+        ("generator:untrained=true,spread=0", "spread .* must be a finite number > 0, got 0.0"),
+        ("generator:untrained=true,spread=inf", "spread .* must be a finite number > 0, got inf"),
         ("generator:untrained=true,checkpoint=a.ckpt", "either checkpoint=PATH or untrained=true"),
         ("runs/missing/inference-last.ckpt", "no checkpoint at .*missing/inference-last.ckpt"),
         ("generator:checkpoint=missing.ckpt", "no checkpoint at .*missing.ckpt"),
@@ -173,6 +183,71 @@ def test_the_torch_generator_follows_the_emulator_streams():
     assert torch_generator(np.random.default_rng(5)).initial_seed() == torch_generator(seeds(5)).initial_seed()
 
 
+# ---- calibration knobs: noise (the diffusion) and spread (the generated anomalies) --------------------------------
+
+
+def _members(runner, seed: int = 5, **knobs) -> np.ndarray:
+    """``[2, 10, 40]`` members of the 10 targets of :func:`_ensemble` from its 10 guides, seeded."""
+    xb, xa, y = _ensemble()
+    emulator = LearnedGenerator(runner, source="test double", **knobs)
+    rng = np.random.default_rng(seed)
+    return emulator.generate(xb[:, N_S:], xa[:, :N_S], N - N_S, rng, guide_backgrounds=xb[:, :N_S], observations=y)
+
+
+def test_noise_scales_the_diffusion_along_the_same_brownian_path():
+    """Constant diffusion ``sigma sb``: ``noise=A`` is the flow of diffusion ``A sigma`` driven by the same draws.
+
+    The untrained core's drift is linear in the state, so with additive noise the members are affine in the
+    Brownian increments (Heun's scheme too): ``noise=A`` moves them ``A`` times as far from the deterministic flow.
+    """
+    plain, doubled = _members(_noisy_core(0.2)), _members(_noisy_core(0.4))
+    np.testing.assert_allclose(_members(_noisy_core(0.2), noise=2.0), doubled, atol=1e-6)  # A dW = the diffusion A s
+    deterministic = _members(_noisy_core(0.0))
+    np.testing.assert_allclose(_members(_noisy_core(0.2), noise=0.0), deterministic, atol=1e-6)
+    half = _members(_noisy_core(0.2), noise=0.5)
+    np.testing.assert_allclose(half - deterministic, 0.5 * (plain - deterministic), atol=1e-5)
+    assert np.abs(plain - deterministic).max() > 0.1  # the noise is not negligible
+    np.testing.assert_allclose(_members(_noisy_core(0.2), seed=6, noise=0.0), deterministic, atol=1e-6)  # no draws
+    assert not np.allclose(_members(_noisy_core(0.2), seed=6, noise=0.5), half)  # a seeded path
+
+
+def test_noise_reaches_the_core_of_a_checkpoint_runner():
+    """The anemoi-checkpoint runner's generate takes no increments: its core takes them (noise=0 = no diffusion)."""
+    from hybrid_eda.models.member_generator_runner import MemberGeneratorRunner
+    from member_generator_checkpoints import member_generator_model
+
+    model = member_generator_model(seed=0)
+    quiet = copy.deepcopy(model)
+    with torch.no_grad():  # the same network with its diffusion row (correction, sigma) zeroed
+        quiet.core.output.weight[1:].zero_()
+        quiet.core.output.bias[1:].zero_()
+    noisy, drift_only = MemberGeneratorRunner(model), MemberGeneratorRunner(quiet)
+    np.testing.assert_allclose(_members(noisy, noise=0.0), _members(drift_only), atol=1e-5)
+    assert not np.allclose(_members(noisy, noise=0.5), _members(noisy), atol=1e-3)
+
+    class Bare:  # a runner without increments= and without a core
+        def generate(self, backgrounds, guide_analyses, n_members, generator, *, guide_backgrounds=None):
+            raise AssertionError("never reached")
+
+    with pytest.raises(UserInputError, match="noise=0.5 needs a runner whose generate\\(\\) takes increments="):
+        _members(Bare(), noise=0.5)
+
+
+def test_spread_rescales_the_generated_anomalies_about_their_own_mean():
+    plain = _members(_noisy_core(0.2))
+    for scale in (0.5, 1.7):
+        scaled = _members(_noisy_core(0.2), spread=scale)
+        np.testing.assert_allclose(scaled.mean(axis=1), plain.mean(axis=1), atol=1e-12)  # the hybrid mean stays
+        np.testing.assert_allclose(scaled.std(axis=1), scale * plain.std(axis=1), rtol=1e-12)
+    both = _members(_noisy_core(0.2), noise=2.0, spread=0.5)
+    doubled = _members(_noisy_core(0.4))
+    centre = doubled.mean(axis=1, keepdims=True)
+    np.testing.assert_allclose(both, centre + 0.5 * (doubled - centre), atol=1e-6)
+    assert repr(LearnedGenerator(_noisy_core(), source="x", noise=0.5, spread=2)) == (
+        "LearnedGenerator('x', noise=0.5, spread=2)"
+    )
+
+
 # ---- in the cycle ----------------------------------------------------------------------------------------------
 
 
@@ -220,20 +295,8 @@ def test_generator_sees_backgrounds_guides_and_observations_never_the_hidden_ana
 
 @pytest.fixture(scope="module")
 def small_checkpoint(tmp_path_factory):
-    """A MemberGenerator of the shipped L96 config (trained with observations), small random output layer, saved.
-
-    ``load_member_generator`` reads the model from the file as from an inference checkpoint; the output layer
-    stands in for training (zero would be the untrained flow; the 0.1-sized one of the training tests diverges).
-    """
-    from test_member_generator_training import _model
-
-    model = _model(seed=0)
-    with torch.no_grad():
-        model.core.output.weight.mul_(0.1)
-        model.core.output.bias.mul_(0.1)
-    path = tmp_path_factory.mktemp("generator") / "inference-last.ckpt"
-    torch.save(model, path)
-    return path
+    """A MemberGenerator of the shipped L96 config (trained with observations), small random output layer, saved."""
+    return save_small_checkpoint(tmp_path_factory.mktemp("generator") / "inference-last.ckpt")
 
 
 def test_a_checkpoint_runs_the_seeded_hybrid_cycle(small_checkpoint):
@@ -252,3 +315,6 @@ def test_a_checkpoint_runs_the_seeded_hybrid_cycle(small_checkpoint):
     assert first == scores(str(small_checkpoint), 100) and all(np.isfinite(first)) and max(first) < 1.0
     assert first != scores(str(small_checkpoint), 101)
     assert first != scores(f"generator:checkpoint={small_checkpoint},steps=2", 100)
+    calibrated = f"generator:checkpoint={small_checkpoint},noise=0.5,spread=0.9"
+    quieter = scores(calibrated, 100)
+    assert quieter == scores(calibrated, 100) and quieter != first and all(np.isfinite(quieter))

@@ -3,7 +3,6 @@ shipped configs train through ``anemoi-training train``, and the checkpoint load
 
 from __future__ import annotations
 
-import math
 import sys
 import types
 from pathlib import Path
@@ -14,67 +13,9 @@ import torch
 import yaml
 
 from isolated_run import isolated_environment, run_logged
-
-N_MEMBERS, N_GRID = 20, 40
-NAMES = {"obs": 0, "x_an": 1, "x_bg": 2}  # store order of the L96 training store (truth not selected)
-
-
-def _compose(name: str):
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from hybrid_eda.resources import configs_dir
-
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(str(configs_dir()), version_base=None):
-        return compose(name)
-
-
-def _ring_graph_data(n: int = N_GRID, k: int = 2):
-    """An anemoi-like graph of the ring: nodes ``eda`` at (0, 2 pi i / n) and KNN edges within +-k."""
-    from torch_geometric.data import HeteroData
-
-    offsets = [o for o in range(-k, k + 1)]
-    dst = torch.arange(n).repeat_interleave(len(offsets))
-    src = (dst + torch.tensor(offsets).repeat(n)) % n
-    graph = HeteroData()
-    graph["eda"].x = torch.stack([torch.zeros(n), 2 * math.pi * torch.arange(n) / n], dim=-1)
-    edges = graph[("eda", "to", "eda")]
-    edges.edge_index = torch.stack([src, dst])
-    shift = torch.tensor(offsets, dtype=torch.float32).repeat(n)
-    edges.edge_length = shift.abs()[:, None]
-    edges.edge_dirs = torch.stack([torch.sign(shift), torch.zeros_like(shift)], dim=-1)
-    return graph
-
-
-def _model(seed: int = 0, diffusion: bool = True, **overrides):
-    """The shipped L96 model config built in-process, with a random (trained-looking) output layer."""
-    from anemoi.models.data_indices.collection import IndexCollection
-
-    from hybrid_eda.models import MemberGenerator
-
-    config = _compose("member_generator_l96")
-    for key, value in overrides.items():
-        config.model.model[key] = value
-    indices = {"eda": IndexCollection(config.data.datasets.eda, NAMES)}
-    stats = {"mean": np.array([2.3, 2.3, 2.3]), "stdev": np.array([3.6, 3.6, 3.6])}
-    stats |= {"minimum": np.full(3, -10.0), "maximum": np.full(3, 15.0)}
-    model = MemberGenerator(
-        model_config=config,
-        data_indices=indices,
-        statistics={"eda": stats},
-        graph_data=_ring_graph_data(),
-        n_step_input=1,
-        n_step_output=1,
-    )
-    torch.manual_seed(seed)
-    with torch.no_grad():
-        model.core.output.weight.normal_(0.0, 0.1)
-        model.core.output.bias.normal_(0.0, 0.1)
-        if not diffusion:
-            model.core.output.weight[1:].zero_()  # rows (correction, sigma) per variable: keep the drift only
-            model.core.output.bias[1:].zero_()
-    return model.eval()
+from member_generator_checkpoints import N_GRID, N_MEMBERS, NAMES
+from member_generator_checkpoints import compose_config as _compose
+from member_generator_checkpoints import member_generator_model as _model
 
 
 def _batch(seed: int = 0, batch: int = 2) -> torch.Tensor:

@@ -30,6 +30,24 @@ Specs (:func:`hybrid_eda.l96.emulators.get_emulator`)::
                                                       background ensemble shifted by the guides' mean increment,
                                                       its anomalies rescaled by their spread ratio); labelled
                                                       ``untrained generator`` in tables
+    generator:checkpoint=PATH,noise=0.6,spread=0.9    calibration knobs (below), with any of the above
+
+**Calibration knobs.** A flow trained one cycle ahead can be over- or under-dispersed once it cycles (on the
+4D-Var EDA 5+15 its hybrid's spread/skill was 1.63, on the EnKF 10+10 0.66), so two knobs rescale what it adds:
+
+* ``noise=A`` (default 1, ``A >= 0``) scales the flow's **diffusion** by ``A``: the Brownian increments ``dW`` of
+  every member are the ones the runner would draw itself, multiplied by ``A`` (in the Stratonovich schemes the noise
+  enters only as ``s(phi) dW``, so ``A dW`` is exactly the diffusion ``A s``). ``A = 0`` is the deterministic flow
+  (its drift still moves and spreads the members); ``A = 1`` draws nothing itself and is the trained flow bit for
+  bit. The scaled increments go to the runner's ``generate(increments=...)``; a runner without that parameter (the
+  anemoi-checkpoint runner, whose ``generate`` does not forward it yet) is bypassed for its ``.core`` (the
+  :class:`~hybrid_eda.models.member_generator_core.MemberGeneratorCore` it wraps, called with the same tensors).
+* ``spread=A`` (default 1, ``A > 0``) rescales the generated members' anomalies about **their own mean** by ``A``,
+  per experiment: ``x_j <- e + A (x_j - e)``, ``e`` the mean of the generated members. Their mean, hence the hybrid
+  mean (the analysis), is unchanged; only the share of the spread the generated members carry changes. (About the
+  hybrid mean the knob would also pull the generated mean towards the real analyses' and move the analysis.)
+
+Both are tuned like inflation, on training seeds (never on the seeds of the table), together with it.
 """
 
 from __future__ import annotations
@@ -37,6 +55,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import math
 import pickle
 import zipfile
 from collections.abc import Mapping
@@ -139,6 +158,16 @@ class LearnedGenerator(MemberEmulator):
         Flow integration steps, passed to the runner when it takes ``steps`` (default: the runner's own).
     untrained : bool
         The runner is the untrained core (labelled ``untrained generator``).
+    noise : float
+        Scale ``A >= 0`` of the flow's diffusion (of its Brownian increments); 1 is the trained flow.
+    spread : float
+        Scale ``A > 0`` of the generated members' anomalies about their own mean; 1 leaves them as generated.
+
+    Raises
+    ------
+    UserInputError
+        No runner and not ``untrained``; ``steps < 1``; ``noise`` negative or not finite; ``spread`` not positive or
+        not finite.
     """
 
     name: ClassVar[str] = "generator"
@@ -147,28 +176,51 @@ class LearnedGenerator(MemberEmulator):
     supports_batch = True
     label: ClassVar[str] = "emulator"
 
-    def __init__(self, runner: Any = None, *, source: str = "", steps: int | None = None, untrained: bool = False):
+    def __init__(
+        self,
+        runner: Any = None,
+        *,
+        source: str = "",
+        steps: int | None = None,
+        untrained: bool = False,
+        noise: float = 1.0,
+        spread: float = 1.0,
+    ):
         if runner is None and not untrained:
             raise UserInputError("a LearnedGenerator needs a runner or untrained=True.")
         if steps is not None and steps < 1:
             raise UserInputError(f"generator steps must be >= 1, got {steps}.")
+        noise, spread = float(noise), float(spread)
+        if not (math.isfinite(noise) and noise >= 0):
+            raise UserInputError(
+                f"generator noise scales the flow's diffusion and must be a finite number >= 0, got {noise}; "
+                "1 is the trained flow, 0 the deterministic one (e.g. generator:checkpoint=PATH,noise=0.6)."
+            )
+        if not (math.isfinite(spread) and spread > 0):
+            raise UserInputError(
+                f"generator spread scales the generated members' anomalies and must be a finite number > 0, got "
+                f"{spread}; 1 leaves them as generated (e.g. generator:checkpoint=PATH,spread=0.8)."
+            )
         self.runner, self.source, self.steps, self.untrained = runner, source, steps, untrained
+        self.noise, self.spread = noise, spread
         self.label = "untrained generator" if untrained else "emulator"  # type: ignore[misc]
         self._accepts: set[str] | None = None
 
     # ------------------------------------------------------------------------------------------ construction
     @classmethod
-    def from_checkpoint(cls, checkpoint: str | Path, steps: int | None = None) -> LearnedGenerator:
+    def from_checkpoint(
+        cls, checkpoint: str | Path, steps: int | None = None, *, noise: float = 1.0, spread: float = 1.0
+    ) -> LearnedGenerator:
         """The generator of a trained checkpoint (:func:`load_runner`)."""
-        return cls(load_runner(checkpoint), source=str(checkpoint), steps=steps)
+        return cls(load_runner(checkpoint), source=str(checkpoint), steps=steps, noise=noise, spread=spread)
 
     @classmethod
     def from_params(cls, params: Mapping[str, str]) -> LearnedGenerator:
-        """``generator:checkpoint=PATH[,steps=S]`` or ``generator:untrained=true[,steps=S]``."""
-        unknown = set(params) - {"checkpoint", "steps", "untrained"}
+        """``generator:checkpoint=PATH[,steps=S][,noise=A][,spread=A]`` or ``generator:untrained=true[,...]``."""
+        unknown = set(params) - {"checkpoint", "steps", "untrained", "noise", "spread"}
         if unknown:
             raise UserInputError(
-                "emulator 'generator' takes checkpoint=PATH, steps=S and untrained=true, "
+                "emulator 'generator' takes checkpoint=PATH, steps=S, untrained=true, noise=A and spread=A, "
                 f"got {', '.join(sorted(unknown))}."
             )
         steps = None
@@ -177,19 +229,29 @@ class LearnedGenerator(MemberEmulator):
                 steps = int(params["steps"])
             except ValueError:
                 raise UserInputError(f"generator steps must be an integer, got {params['steps']!r}.") from None
+        scales = {}
+        for key in ("noise", "spread"):
+            if key in params:
+                try:
+                    scales[key] = float(params[key])
+                except ValueError:
+                    raise UserInputError(
+                        f"generator {key} must be a number, got {params[key]!r} (e.g. generator:checkpoint=PATH,"
+                        f"{key}=0.8)."
+                    ) from None
         untrained = params.get("untrained", "false").lower()
         if untrained not in ("true", "false", "1", "0"):
             raise UserInputError(f"generator untrained must be true or false, got {params['untrained']!r}.")
         if untrained in ("true", "1"):
             if "checkpoint" in params:
                 raise UserInputError("give generator either checkpoint=PATH or untrained=true, not both.")
-            return cls(None, source="untrained core", steps=steps, untrained=True)
+            return cls(None, source="untrained core", steps=steps, untrained=True, **scales)
         if "checkpoint" not in params:
             raise UserInputError(
                 "emulator 'generator' needs checkpoint=PATH (a trained inference-last.ckpt) or untrained=true "
                 "(the untrained core, a test double); e.g. generator:checkpoint=run/inference-last.ckpt,steps=8."
             )
-        return cls.from_checkpoint(params["checkpoint"], steps=steps)
+        return cls.from_checkpoint(params["checkpoint"], steps=steps, **scales)
 
     def unsupported(self, config: ExperimentConfig) -> str | None:
         if self.runner is None:
@@ -211,8 +273,42 @@ class LearnedGenerator(MemberEmulator):
     def _accepted(self, runner: Any) -> set[str]:
         if self._accepts is None:
             parameters = inspect.signature(runner.generate).parameters
-            self._accepts = {name for name in ("observations", "steps") if name in parameters}
+            self._accepts = {name for name in ("observations", "steps", "increments") if name in parameters}
         return self._accepts
+
+    def _flow_steps(self, runner: Any) -> int:
+        """The number of flow steps a call integrates: ``steps``, else the runner's (or its core's) own."""
+        if self.steps is not None:
+            return self.steps
+        own = getattr(runner, "steps", None)
+        return int(own if own is not None else runner.settings.steps)
+
+    def _increments(self, b: int, n_members: int, n_grid: int, steps: int, generator: torch.Generator):
+        """``noise`` times the Brownian increments ``[b, n_members, steps, grid, 1]`` the core would draw itself.
+
+        The same draws in the same order as :meth:`MemberGeneratorCore.generate` (member by member, on its uniform
+        time grid), so ``noise=A`` drives every member along ``A`` times the path of ``noise=1``.
+        """
+        import torch
+
+        from hybrid_eda.flows.brownian import brownian_increments
+        from hybrid_eda.flows.schedules import UniformSchedule
+
+        times = UniformSchedule().times(steps, dtype=torch.float32)
+        paths = [brownian_increments(times, (b, n_grid, 1), generator, dtype=torch.float32) for _ in range(n_members)]
+        return self.noise * torch.stack(paths).permute(2, 0, 1, 3, 4)  # [n, steps, b, grid, 1] -> [b, n, steps, ...]
+
+    def _noise_target(self, runner: Any) -> Any:
+        """What takes the scaled increments: the runner, or the core it wraps if its ``generate`` lacks them."""
+        if "increments" in self._accepted(runner):
+            return runner
+        core = getattr(runner, "core", None)
+        if core is not None and "increments" in inspect.signature(core.generate).parameters:
+            return core
+        raise UserInputError(
+            f"generator noise={self.noise:g} needs a runner whose generate() takes increments= (or one with a "
+            f".core that does); {type(runner).__name__} has neither: use noise=1."
+        )
 
     def _generate(self, backgrounds, guide_analyses, n_members, rng, *, guide_backgrounds, observations):
         import torch
@@ -238,15 +334,25 @@ class LearnedGenerator(MemberEmulator):
                 )
         if self.steps is not None and "steps" in accepts:
             kwargs["steps"] = self.steps
+        generator, target = torch_generator(rng), runner
+        if self.noise != 1.0:  # scaled increments, drawn here exactly as the core would draw them
+            target = self._noise_target(runner)
+            if self.steps is not None:
+                kwargs["steps"] = self.steps
+            b = 1 if not batched else backgrounds.shape[0]
+            steps = self._flow_steps(runner)
+            kwargs["increments"] = self._increments(b, int(n_members), backgrounds.shape[-1], steps, generator)
         with torch.no_grad():
-            out = runner.generate(
-                field(backgrounds), field(guide_analyses), int(n_members), torch_generator(rng), **kwargs
-            )
+            out = target.generate(field(backgrounds), field(guide_analyses), int(n_members), generator, **kwargs)
         members = getattr(out, "members", out)  # the core returns GeneratedMembers
         members = members.detach().cpu().numpy() if isinstance(members, torch.Tensor) else np.asarray(members)
         members = members[..., 0].astype(np.float64)  # [B, n_members, n]
+        if self.spread != 1.0:  # anomalies about the generated members' own mean, per experiment
+            centre = members.mean(axis=1, keepdims=True)  # [B, 1, n]
+            members = centre + self.spread * (members - centre)
         return members if batched else members[0]
 
     def __repr__(self) -> str:
         steps = "" if self.steps is None else f", steps={self.steps}"
-        return f"LearnedGenerator({self.source!r}{steps})"
+        scales = "".join(f", {k}={v:g}" for k, v in (("noise", self.noise), ("spread", self.spread)) if v != 1.0)
+        return f"LearnedGenerator({self.source!r}{steps}{scales})"
