@@ -32,11 +32,25 @@ Recipe keys (``input: {lorenz96: {...}}``)::
 
     archive: path/to/run.npz     # written by `hybrid-eda l96 run ... --archive PATH` (relative to the cwd)
     run: {preset: ..., ...}      # or: run the cycling harness inline (hybrid_eda.l96.experiment)
+    runs: [{...}, {...}]         # or: several runs, one after another in time (see below)
     variables: [x_bg, x_an, truth, obs]   # optional, default as shown
     members: [1, 2, 3]           # optional 1-based member numbers, default all
 
 Cycle ``t`` of the archive is valid at ``start_date + t * cycle_hours``; every date of the recipe must be one
 of these cycle times, otherwise the build stops with an error naming the archive's range.
+
+**Hybrid (DAgger) archives.** A ``run`` with an ``emulator`` (a generator checkpoint path or any emulator spec)
+and ``n_real`` records the *hybrid* cycle (:func:`hybrid_eda.l96.hybrid_archive.record_archives`): ``x_bg`` are
+the N backgrounds the hybrid had (members 1..N_s real), ``x_an`` the analyses the *full* filter gives all N members
+from them (same observations, each member its own perturbation), while the cycle continues with the hybrid
+ensemble. A ``run`` with ``batch: B`` records seeds ``seed .. seed + B - 1``. Several seeds or runs (``runs:``)
+are placed one after another in time: the first keeps all its cycles (the recipe's dates skip its spin-up as for
+a single run), every later one drops its first ``spinup`` cycles, so its cycles follow on without a gap::
+
+    runs:                                   # 500 + 2500 + 2500 cycles: dates 2000-01-01 .. 2003-10-09T18
+      - {preset: sakov2008, method: enkf, inflation: 1.3, cycles: 3000, spinup: 500, seed: 1}
+      - {preset: sakov2008, method: enkf, inflation: 1.3, cycles: 3000, spinup: 500, seed: 2,
+         emulator: path/to/inference-last.ckpt, n_real: 10}
 """
 
 from __future__ import annotations
@@ -66,6 +80,7 @@ __all__ = [
     "load_archive",
     "ring_coordinates",
     "run_archive",
+    "runs_archive",
 ]
 
 #: The variables written when the recipe does not list any.
@@ -244,11 +259,7 @@ def run_archive(run: dict[str, Any]) -> EDAArchive:
             "lorenz96 source: hybrid_eda.l96.experiment lacks ExperimentConfig/run_experiment; "
             "give `archive: PATH` instead of `run:`."
         )
-    if dataclasses.is_dataclass(config_cls):
-        known = {f.name for f in dataclasses.fields(config_cls)}
-        unknown = sorted(set(run) - known)
-        if unknown:
-            raise ValueError(f"lorenz96 source: unknown `run` parameter(s) {unknown}; accepted: {sorted(known)}.")
+    _check_run_keys(run, config_cls)
     from_preset = getattr(config_cls, "from_preset", None)  # fills what the recipe leaves out from the preset
     config = from_preset(**run) if from_preset is not None else config_cls(**run)
     LOGGER.info("lorenz96 source: running the cycling harness with %s", config)
@@ -262,6 +273,44 @@ def run_archive(run: dict[str, Any]) -> EDAArchive:
     return archive
 
 
+def runs_archive(runs: Sequence[dict[str, Any]]) -> EDAArchive:
+    """The archives of ``runs`` (each a ``run`` mapping; hybrid, batched or plain) one after another in time.
+
+    A plain single-seed ``run`` is :func:`run_archive`; a hybrid or batched one is recorded by
+    :func:`hybrid_eda.l96.hybrid_archive.record_archives`, one archive per seed. The first archive keeps all its
+    cycles, every later one drops its first ``spinup`` cycles (:meth:`EDAArchive.concatenate`).
+    """
+    pieces: list[EDAArchive] = []
+    for run in runs:
+        if not isinstance(run, dict):
+            raise ValueError(
+                f"lorenz96 source: every entry of `runs` must be a mapping of run parameters, got {run!r}."
+            )
+        if run.get("emulator") is None and int(run.get("batch", 1)) == 1:
+            pieces.append(run_archive(run))
+            continue
+        from hybrid_eda.l96.experiment import ExperimentConfig
+        from hybrid_eda.l96.hybrid_archive import record_archives
+
+        _check_run_keys(run, ExperimentConfig)
+        config = ExperimentConfig.from_preset(**run)
+        LOGGER.info("lorenz96 source: recording %s", config)
+        pieces.extend(record_archives(config))
+    if not pieces:
+        raise ValueError("lorenz96 source: `runs` is empty; give at least one run.")
+    if len(pieces) == 1:
+        return pieces[0]
+    return EDAArchive.concatenate([pieces[0]] + [p.from_cycle(int(p.settings.get("spinup", 0))) for p in pieces[1:]])
+
+
+def _check_run_keys(run: dict[str, Any], config_cls: Any) -> None:
+    if dataclasses.is_dataclass(config_cls):
+        known = {f.name for f in dataclasses.fields(config_cls)}
+        unknown = sorted(set(run) - known)
+        if unknown:
+            raise ValueError(f"lorenz96 source: unknown `run` parameter(s) {unknown}; accepted: {sorted(known)}.")
+
+
 @functools.lru_cache(maxsize=2)
 def _cached_archive(path: str, mtime_ns: int, size: int) -> EDAArchive:
     """One archive file, read once per (path, modification time, size)."""
@@ -270,8 +319,9 @@ def _cached_archive(path: str, mtime_ns: int, size: int) -> EDAArchive:
 
 @functools.lru_cache(maxsize=2)
 def _cached_run(run_json: str) -> EDAArchive:
-    """One inline harness run, executed once per set of parameters."""
-    return _read_only(run_archive(json.loads(run_json)))
+    """One inline harness run (or list of runs), executed once per set of parameters."""
+    runs = json.loads(run_json)
+    return _read_only(runs_archive(runs if isinstance(runs, list) else [runs]))
 
 
 def _read_only(archive: EDAArchive) -> EDAArchive:
@@ -299,7 +349,9 @@ class Lorenz96Source(_AnemoiSource):
         Path of an ``.npz`` archive written by ``EDAArchive.save``.
     run : dict, optional
         Parameters of ``hybrid_eda.l96.experiment.ExperimentConfig``; the run happens once per build process
-        (JSON-serialisable values only).
+        (JSON-serialisable values only). With ``emulator`` and ``n_real``: a hybrid (DAgger) archive.
+    runs : list of dict, optional
+        Several such runs, one after another in time (module docstring).
     variables : list of str, optional
         Subset of :data:`VARIABLES`; default :data:`DEFAULT_VARIABLES`.
     members : list of int, optional
@@ -315,20 +367,30 @@ class Lorenz96Source(_AnemoiSource):
         run: dict[str, Any] | None = None,
         variables: Sequence[str] | None = None,
         members: Sequence[int] | None = None,
+        runs: Sequence[dict[str, Any]] | None = None,
         **unknown: Any,
     ) -> None:
         super().__init__(context)
         if unknown:
             raise ValueError(
-                f"lorenz96 source: unknown key(s) {sorted(unknown)}; accepted: archive, run, variables, members."
+                f"lorenz96 source: unknown key(s) {sorted(unknown)}; accepted: archive, run, runs, variables, members."
             )
-        if (archive is None) == (run is None):
+        if sum(x is not None for x in (archive, run, runs)) != 1:
             raise ValueError(
                 "lorenz96 source: give exactly one of `archive: PATH` (an archive written by "
-                "`hybrid-eda l96 run ... --archive PATH`) or `run: {preset: ..., members: ..., cycles: ...}`."
+                "`hybrid-eda l96 run ... --archive PATH`), `run: {preset: ..., members: ..., cycles: ...}` or "
+                "`runs: [{...}, {...}]`."
             )
         if run is not None and not isinstance(run, dict):
             raise ValueError(f"lorenz96 source: `run` must be a mapping of harness parameters, got {run!r}.")
+        if runs is not None and (
+            isinstance(runs, dict | str) or not runs or not all(isinstance(r, dict) for r in runs)
+        ):
+            raise ValueError(
+                f"lorenz96 source: `runs` must be a non-empty list of mappings of harness parameters, got {runs!r}."
+            )
+        if runs is not None:
+            run = [dict(r) for r in runs]  # type: ignore[assignment]
         if run is not None:
             try:
                 json.dumps(run)
@@ -338,7 +400,7 @@ class Lorenz96Source(_AnemoiSource):
                     "quote dates and other special values in the recipe."
                 ) from err
         self.archive_path = archive
-        self.run = dict(run) if run is not None else None
+        self.run = (dict(run) if isinstance(run, dict) else list(run)) if run is not None else None
         self.variables = check_variables(variables)
         self.members = members
 

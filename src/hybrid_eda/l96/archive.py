@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import zipfile
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -142,6 +142,64 @@ class EDAArchive:
                 "or write a longer archive."
             )
         return np.asarray(indices, dtype=np.int64)
+
+    def from_cycle(self, first: int) -> EDAArchive:
+        """The cycles ``first .. T-1`` (e.g. without a spin-up), with ``start_date`` moved to cycle ``first``."""
+        if not 0 <= int(first) < self.cycles:
+            raise ValueError(f"first cycle must be in [0, {self.cycles}), got {first}.")
+        cut = slice(int(first), None)
+        return EDAArchive(
+            truth=self.truth[cut],
+            observations=self.observations[cut],
+            obs_index=self.obs_index,
+            background=self.background[cut],
+            analysis=self.analysis[cut],
+            settings=dict(self.settings),
+            start_date=self.dates[int(first)].isoformat(),
+            cycle_hours=self.cycle_hours,
+        )
+
+    @classmethod
+    def concatenate(cls, archives: Sequence[EDAArchive]) -> EDAArchive:
+        """Archives one after another in time: the result starts at the first one's ``start_date``.
+
+        Cycle ``t`` of archive ``k`` becomes cycle ``sum(T_0 .. T_{k-1}) + t``; the dates of the later archives are
+        renumbered (they are training samples, not a continuous run). ``settings`` holds ``parts``, the settings
+        and cycle count of each archive.
+
+        Raises
+        ------
+        ValueError
+            When the archives differ in members, state size, observed variables or cycle length.
+        """
+        archives = list(archives)
+        if not archives:
+            raise ValueError("concatenate needs at least one EDA archive.")
+        first = archives[0]
+        for k, other in enumerate(archives[1:], start=1):
+            same = (
+                other.members == first.members
+                and other.truth.shape[-1] == first.truth.shape[-1]
+                and np.array_equal(other.obs_index, first.obs_index)
+                and int(other.cycle_hours) == int(first.cycle_hours)
+            )
+            if not same:
+                raise ValueError(
+                    f"cannot concatenate EDA archive {k} (N={other.members}, n={other.truth.shape[-1]}, "
+                    f"{other.obs_index.size} observed, {other.cycle_hours} h) with archive 0 (N={first.members}, "
+                    f"n={first.truth.shape[-1]}, {first.obs_index.size} observed, {first.cycle_hours} h); "
+                    "record them with the same members, state size, observations and cycle length."
+                )
+        return cls(
+            truth=np.concatenate([a.truth for a in archives]),
+            observations=np.concatenate([a.observations for a in archives]),
+            obs_index=first.obs_index,
+            background=np.concatenate([a.background for a in archives]),
+            analysis=np.concatenate([a.analysis for a in archives]),
+            settings={"parts": [{"cycles": a.cycles, "settings": a.settings} for a in archives]},
+            start_date=first.start_date,
+            cycle_hours=first.cycle_hours,
+        )
 
     def save(self, path: str | Path) -> Path:
         """Write the archive to a compressed ``.npz`` file (its folder is created if missing) and return its path."""
