@@ -27,7 +27,8 @@ def _gap(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def _core(trained_like: bool = True, seed: int = 0, **settings) -> MemberGeneratorCore:
-    """A core on a ring; ``trained_like``: random last layer, so drift corrections and noise are not zero."""
+    """A core on a ring; ``trained_like``: random last layer (and particle-attention mixing), so drift corrections
+    and noise are not zero."""
     torch.manual_seed(seed)
     core = MemberGeneratorCore(
         n_variables=VARS, graph=ring_graph(GRID, 2), settings=MemberGeneratorSettings(**settings)
@@ -35,6 +36,9 @@ def _core(trained_like: bool = True, seed: int = 0, **settings) -> MemberGenerat
     if trained_like:
         nn.init.normal_(core.output.weight, std=0.3)
         nn.init.normal_(core.output.bias, std=0.3)
+        if core.settings.particle_attention:
+            nn.init.normal_(core.particle_attention.particle_mixing, std=0.3)
+            nn.init.normal_(core.particle_attention.guide_mixing, std=0.3)
     return core
 
 
@@ -53,11 +57,12 @@ def _increments(n: int, steps: int = 4, seed: int = 2, batch: tuple[int, ...] = 
     return noise.movedim(0, -3)  # [(b,) n, steps, grid, var]
 
 
+@pytest.mark.parametrize("attention", [False, True])
 @pytest.mark.parametrize("with_guide_backgrounds", [True, False])
-def test_untrained_flow_solves_shift_and_rescale(with_guide_backgrounds):
+def test_untrained_flow_solves_shift_and_rescale(with_guide_backgrounds, attention):
     backgrounds, guides, guide_bg = _inputs()
     guide_bg = guide_bg if with_guide_backgrounds else None
-    core = _core(trained_like=False)
+    core = _core(trained_like=False, particle_attention=attention)
     exact = base_flow_solution(backgrounds, guides, guide_bg)
     errors = []
     for steps in (8, 32):
@@ -89,9 +94,10 @@ def test_untrained_flow_without_rescaling_shifts_each_background_by_the_incremen
     torch.testing.assert_close(out.members, backgrounds + guides.mean(0) - guide_bg.mean(0), atol=1e-5, rtol=0)
 
 
-def test_members_are_equivariant_to_permuting_the_backgrounds():
+@pytest.mark.parametrize("attention", [False, True])
+def test_members_are_equivariant_to_permuting_the_backgrounds(attention):
     backgrounds, guides, guide_bg = _inputs(k=5)
-    core = _core()
+    core = _core(particle_attention=attention)
     n = 10  # two replicas of the five backgrounds
     increments = _increments(n)
     out = core.generate(backgrounds, guides, n, None, guide_backgrounds=guide_bg, steps=4, increments=increments)
@@ -104,9 +110,10 @@ def test_members_are_equivariant_to_permuting_the_backgrounds():
     assert _gap(out.members, backgrounds.repeat(2, 1, 1)) > 0.1  # the flow did move them
 
 
-def test_members_are_invariant_to_the_order_of_the_guides():
+@pytest.mark.parametrize("attention", [False, True])
+def test_members_are_invariant_to_the_order_of_the_guides(attention):
     backgrounds, guides, guide_bg = _inputs(n_guides=5)
-    core = _core()
+    core = _core(particle_attention=attention)
     increments = _increments(6)
     out = core.generate(backgrounds, guides, 6, None, guide_backgrounds=guide_bg, steps=4, increments=increments)
     perm = torch.tensor([4, 2, 0, 1, 3])
@@ -132,9 +139,10 @@ def test_seeded_reproducibility_and_noise():
     assert _gap(run(7).members, run(8).members) > 0.05
 
 
-def test_replicas_are_independent_ensembles_of_the_same_backgrounds():
+@pytest.mark.parametrize("attention", [False, True])
+def test_replicas_are_independent_ensembles_of_the_same_backgrounds(attention):
     backgrounds, guides, guide_bg = _inputs(k=4)
-    core = _core()
+    core = _core(particle_attention=attention)
     increments = _increments(8)
     one = core.generate(backgrounds, guides, 4, None, guide_backgrounds=guide_bg, steps=4, increments=increments[:4])
     two = core.generate(backgrounds, guides, 8, None, guide_backgrounds=guide_bg, steps=4, increments=increments)
@@ -178,9 +186,10 @@ def test_fewer_or_a_partial_replica_of_members():
     assert single.members.shape == (1, GRID, VARS) and torch.isfinite(single.members).all()
 
 
-def test_batched_cases_are_independent_and_the_trajectory_is_kept():
+@pytest.mark.parametrize("attention", [False, True])
+def test_batched_cases_are_independent_and_the_trajectory_is_kept(attention):
     backgrounds, guides, guide_bg = _inputs(batch=(3,))
-    core = _core()
+    core = _core(particle_attention=attention)
     increments = _increments(6, batch=(3,))
     out = core.generate(
         backgrounds, guides, 6, None, guide_backgrounds=guide_bg, steps=4, increments=increments, return_trajectory=True

@@ -26,7 +26,11 @@ guide backgrounds; clamped; 0 if ``rescale_anomalies`` is off), and
                  ``obs``); without them the flag is 0 everywhere
       -> per point: Linear over [variables x features] (+ node features, + time embedding)
       -> R x [message passing on the grid graph (layers.blocks), member mixing within the ensemble]
-      -> Linear to (du_theta, sigma_theta) per variable, initialised at zero.
+      -> Linear to (du_theta, sigma_theta) per variable, initialised at zero
+      (+ with ``particle_attention``: du_theta += an ensemble-space term, a learned linear combination of the
+      other particles' anomalies and of the guides' analysis and background anomalies with weights from
+      grid-pooled query-key products of the tokens, :mod:`hybrid_eda.layers.particle_attention`; its mixing
+      weights start at zero).
 
 Untrained model (zero last layer): a deterministic flow whose exact solution is
 ``phi(1) = xb + delta + exp(rho) (b_i - xb)``: the background ensemble shifted by the guides' mean increment and
@@ -65,6 +69,7 @@ from hybrid_eda.flows import (
 )
 from hybrid_eda.layers.blocks import GridGraph, GridMessagePassing
 from hybrid_eda.layers.member_mixing import MemberMixing, group_mean
+from hybrid_eda.layers.particle_attention import GuideSet, ParticleAttention, guide_values
 
 #: Input features per variable: member (2), particles (2), guides (6), state (2).
 N_FEATURES = 12
@@ -98,6 +103,11 @@ class MemberGeneratorSettings:
         Floor of the background spread, relative to ``variable_scale`` (a point where all backgrounds agree).
     observation_features : bool
         Feed the observations (innovation and observed flag per point and variable) to the network.
+    particle_attention : bool
+        Add the ensemble-space attention term to the drift correction
+        (:class:`~hybrid_eda.layers.particle_attention.ParticleAttention`); off in checkpoints made before it.
+    attention_heads, attention_key_size : int
+        Its heads and query/key size per head.
     """
 
     latent: int = 32
@@ -111,6 +121,9 @@ class MemberGeneratorSettings:
     max_log_rescale: float = 2.0
     spread_floor: float = 1e-3
     observation_features: bool = False
+    particle_attention: bool = False
+    attention_heads: int = 2
+    attention_key_size: int = 8
 
     @property
     def n_features(self) -> int:
@@ -118,7 +131,8 @@ class MemberGeneratorSettings:
         return N_FEATURES + (N_OBSERVATION_FEATURES if self.observation_features else 0)
 
     def __post_init__(self) -> None:
-        for name in ("latent", "rounds", "heads", "kernel_hidden", "hidden_ratio", "time_features", "steps"):
+        names = ("latent", "rounds", "heads", "kernel_hidden", "hidden_ratio", "time_features", "steps")
+        for name in (*names, "attention_heads", "attention_key_size"):
             if int(getattr(self, name)) < 1:
                 raise UserInputError(f"generator setting {name} must be >= 1, got {getattr(self, name)}")
         if self.time_features % 2:
@@ -321,6 +335,10 @@ class MemberGeneratorCore(nn.Module):
         self.output = nn.Linear(latent, 2 * n_variables)
         nn.init.zeros_(self.output.weight)
         nn.init.zeros_(self.output.bias)
+        if settings.particle_attention:  # built last: the other layers' initial weights do not change
+            self.particle_attention = ParticleAttention(
+                latent, n_variables, heads=settings.attention_heads, key_size=settings.attention_key_size
+            )
 
     @property
     def graph(self) -> GridGraph:
@@ -409,10 +427,12 @@ class MemberGeneratorCore(nn.Module):
         start_anomaly: torch.Tensor,
         replica: torch.Tensor,
         n_replicas: int,
+        guide_set: GuideSet | None = None,
     ) -> SDECoefficients:
         """Drift and diffusion of the particles ``x[b, n, grid, var]`` at time ``t`` (0-d).
 
-        ``start_anomaly[b, n, grid, var]`` is each member's ``(b_i - xb) / sb``; ``replica[n]`` its ensemble.
+        ``start_anomaly[b, n, grid, var]`` is each member's ``(b_i - xb) / sb``; ``replica[n]`` its ensemble;
+        ``guide_set`` the guides for the particle attention (:meth:`guide_set`; used only with that setting on).
         """
         b, n = x.shape[:2]
         centre = context.centre + t * context.delta
@@ -433,8 +453,22 @@ class MemberGeneratorCore(nn.Module):
             h = mixing(mp(h, self.graph), group, b * n_replicas)
         out = self.output(h.squeeze(2)).transpose(0, 1).reshape(b, n, self.n_grid, 2, self.n_variables)
         correction, sigma = out.unbind(dim=-2)  # [b, n, grid, var] each
+        if self.settings.particle_attention:
+            tokens = h.squeeze(2).transpose(0, 1).reshape(b, n, self.n_grid, -1)  # [b, n, grid, latent]
+            values = torch.stack([z, start_anomaly], dim=-1)  # [b, n, grid, var, 2]
+            correction = correction + self.particle_attention(tokens, values, replica, n_replicas, guide_set)
         drift = context.delta + context.rate * (x - centre) + context.spread * correction
         return SDECoefficients(drift=drift, diffusion=context.spread * sigma)
+
+    def guide_set(
+        self, guides: torch.Tensor, guide_backgrounds: torch.Tensor | None, context: GuideContext
+    ) -> GuideSet | None:
+        """The guides ``[b, N_s, grid, var]`` (and their backgrounds) for the particle attention; None when off."""
+        if not self.settings.particle_attention:
+            return None
+        return self.particle_attention.encode_guides(
+            guide_values(guides, guide_backgrounds, context.centre, context.spread)
+        )
 
     # ----------------------------------------------------------------------------------------------- generate
     def generate(
@@ -531,9 +565,10 @@ class MemberGeneratorCore(nn.Module):
         context = self.condition(starts, guides, guide_bg, obs)
         x0 = starts.index_select(1, start_index)  # [b, n, grid, var]
         start_anomaly = (x0 - context.centre) / context.spread
+        guide_set = self.guide_set(guides, guide_bg, context)
 
         def field(x: torch.Tensor, t: torch.Tensor) -> SDECoefficients:
-            return self.coefficients(x, t, context, start_anomaly, replica, n_replicas)
+            return self.coefficients(x, t, context, start_anomaly, replica, n_replicas, guide_set)
 
         solution = integrate(
             field,
