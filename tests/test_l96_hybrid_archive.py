@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import types
+from datetime import datetime
 
 import numpy as np
 import pytest
@@ -161,6 +162,11 @@ def test_source_writes_a_hybrid_run():
     x_an = fields.sel(param="x_an")[0].to_numpy()
     np.testing.assert_allclose(x_bg, expected.background[5, 11])
     np.testing.assert_allclose(x_an, expected.analysis[5, 11])
+    moved = Lorenz96Source(context, run=run, members=[12], start_date="2002-01-20T00:00:00")
+    x_bg_moved = moved.execute([datetime(2002, 1, 21, 6)]).sel(param="x_bg")[0].to_numpy()  # cycle 5
+    np.testing.assert_array_equal(x_bg_moved, x_bg)
+    with pytest.raises(ValueError, match="start_date 'soon' is not an ISO date"):
+        Lorenz96Source(context, run=run, start_date="soon")
     with pytest.raises(ValueError, match="give exactly one of"):
         Lorenz96Source(context, run=run, runs=[run])
     with pytest.raises(ValueError, match="`runs` must be a non-empty list of mappings"):

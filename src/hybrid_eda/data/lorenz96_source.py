@@ -35,6 +35,7 @@ Recipe keys (``input: {lorenz96: {...}}``)::
     runs: [{...}, {...}]         # or: several runs, one after another in time (see below)
     variables: [x_bg, x_an, truth, obs]   # optional, default as shown
     members: [1, 2, 3]           # optional 1-based member numbers, default all
+    start_date: 2002-01-20T00:00:00   # optional: the date of cycle 0 (default the archive's, 2000-01-01T00)
 
 Cycle ``t`` of the archive is valid at ``start_date + t * cycle_hours``; every date of the recipe must be one
 of these cycle times, otherwise the build stops with an error naming the archive's range.
@@ -352,6 +353,9 @@ class Lorenz96Source(_AnemoiSource):
         (JSON-serialisable values only). With ``emulator`` and ``n_real``: a hybrid (DAgger) archive.
     runs : list of dict, optional
         Several such runs, one after another in time (module docstring).
+    start_date : str, optional
+        ISO date of cycle 0 instead of the archive's (e.g. to place a store right after another one, so that
+        anemoi-datasets can ``concat`` them).
     variables : list of str, optional
         Subset of :data:`VARIABLES`; default :data:`DEFAULT_VARIABLES`.
     members : list of int, optional
@@ -368,12 +372,14 @@ class Lorenz96Source(_AnemoiSource):
         variables: Sequence[str] | None = None,
         members: Sequence[int] | None = None,
         runs: Sequence[dict[str, Any]] | None = None,
+        start_date: str | None = None,
         **unknown: Any,
     ) -> None:
         super().__init__(context)
         if unknown:
             raise ValueError(
-                f"lorenz96 source: unknown key(s) {sorted(unknown)}; accepted: archive, run, runs, variables, members."
+                f"lorenz96 source: unknown key(s) {sorted(unknown)}; "
+                "accepted: archive, run, runs, start_date, variables, members."
             )
         if sum(x is not None for x in (archive, run, runs)) != 1:
             raise ValueError(
@@ -403,8 +409,25 @@ class Lorenz96Source(_AnemoiSource):
         self.run = (dict(run) if isinstance(run, dict) else list(run)) if run is not None else None
         self.variables = check_variables(variables)
         self.members = members
+        if isinstance(start_date, datetime):  # YAML reads an unquoted ISO date as a datetime
+            start_date = start_date.isoformat()
+        self.start_date = None if start_date is None else str(start_date)
+        if self.start_date is not None:
+            try:
+                datetime.fromisoformat(self.start_date)
+            except ValueError as err:
+                raise ValueError(
+                    f"lorenz96 source: start_date {start_date!r} is not an ISO date; write e.g. 2002-01-20T00:00:00."
+                ) from err
 
     def _archive(self) -> EDAArchive:
+        """The archive (cycle 0 moved to ``start_date`` when given)."""
+        archive = self._stored_archive()
+        if self.start_date is None:
+            return archive
+        return dataclasses.replace(archive, start_date=self.start_date)
+
+    def _stored_archive(self) -> EDAArchive:
         """The archive, loaded (or run) once per build process: anemoi-datasets makes a new source and a new
         context for every group of dates, so the memo lives at module level (see :func:`clear_cache`)."""
         if self.archive_path is not None:
