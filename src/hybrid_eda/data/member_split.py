@@ -26,13 +26,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
-from hydra.experimental.callback import Callback
 
 from hybrid_eda.data.members import OFFSETS, MemberSelection, MemberSubset, _loader_pass_key
+from hybrid_eda.data.number_patch import NumberPatch, NumberPatchCallback
 
 __all__ = [
     "ShuffledMemberSubset",
@@ -112,51 +111,29 @@ class SplitNumberSelection(ShuffledMemberSubset):
         super().__init__(forward, MemberSelection.from_config(key, value), shuffle=shuffle)
 
 
-_ORIGINAL_NUMBER: Any = None
+MEMBER_SPLIT = NumberPatch(
+    SplitNumberSelection,
+    "hybrid-eda: number:/members: now select members with ShuffledMemberSubset (shuffle: true allowed)",
+    LOGGER,
+)
 
 
 def install_member_split() -> bool:
     """Make ``number:``/``members:`` build a :class:`ShuffledMemberSubset` (idempotent; True if it changed)."""
-    global _ORIGINAL_NUMBER
-    from anemoi.datasets.usage.gridded import ensemble
-
-    if ensemble.Number is SplitNumberSelection:
-        return False
-    _ORIGINAL_NUMBER = ensemble.Number
-    ensemble.Number = SplitNumberSelection
-    LOGGER.info("hybrid-eda: number:/members: now select members with ShuffledMemberSubset (shuffle: true allowed)")
-    return True
+    return MEMBER_SPLIT.install()
 
 
 def uninstall_member_split() -> None:
     """Restore what ``number:`` built before :func:`install_member_split`."""
-    global _ORIGINAL_NUMBER
-    from anemoi.datasets.usage.gridded import ensemble
-
-    if _ORIGINAL_NUMBER is not None:
-        ensemble.Number = _ORIGINAL_NUMBER
-        _ORIGINAL_NUMBER = None
+    MEMBER_SPLIT.uninstall()
 
 
-@contextlib.contextmanager
-def member_split_installed() -> Iterator[None]:
+def member_split_installed() -> contextlib.AbstractContextManager[None]:
     """Context manager: :func:`install_member_split` inside, the previous state after."""
-    changed = install_member_split()
-    try:
-        yield
-    finally:
-        if changed:
-            uninstall_member_split()
+    return MEMBER_SPLIT.installed()
 
 
-class MemberSplitCallback(Callback):
+class MemberSplitCallback(NumberPatchCallback):
     """Hydra callback installing :class:`ShuffledMemberSubset` selection before anemoi-training opens its data."""
 
-    def on_run_start(self, config: Any, **kwargs: Any) -> None:
-        install_member_split()
-
-    def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
-        install_member_split()
-
-    def on_job_start(self, config: Any, **kwargs: Any) -> None:
-        install_member_split()
+    patch = MEMBER_SPLIT

@@ -44,7 +44,7 @@ import logging
 import os
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -54,7 +54,8 @@ import numpy as np
 import hybrid_eda.data.anemoi_compat  # noqa: F401  isort: skip  (stops unless anemoi-datasets is the pinned 0.5.47)
 from anemoi.datasets.usage.debug import Node
 from anemoi.datasets.usage.forwards import Forwards
-from hydra.experimental.callback import Callback
+
+from hybrid_eda.data.number_patch import NumberPatch, NumberPatchCallback
 
 __all__ = [
     "MemberSelection",
@@ -336,7 +337,9 @@ class NumberSelection(MemberSubset):
         super().__init__(forward, MemberSelection.from_config(key, value))
 
 
-_ORIGINAL_NUMBER: Any = None
+MEMBER_SELECTION = NumberPatch(
+    NumberSelection, "hybrid-eda: number:/members: in dataset configs now select members with MemberSubset", LOGGER
+)
 
 
 def install_member_selection() -> bool:
@@ -345,39 +348,20 @@ def install_member_selection() -> bool:
     Replaces ``anemoi.datasets.usage.gridded.ensemble.Number`` (which anemoi looks up by name when it meets those
     keys). Idempotent; returns ``True`` if it changed anything. Undo with :func:`uninstall_member_selection`.
     """
-    global _ORIGINAL_NUMBER
-    from anemoi.datasets.usage.gridded import ensemble
-
-    if ensemble.Number is NumberSelection:
-        return False
-    _ORIGINAL_NUMBER = ensemble.Number
-    ensemble.Number = NumberSelection
-    LOGGER.info("hybrid-eda: number:/members: in dataset configs now select members with MemberSubset")
-    return True
+    return MEMBER_SELECTION.install()
 
 
 def uninstall_member_selection() -> None:
     """Restore anemoi's own ``Number`` (undoes :func:`install_member_selection`)."""
-    global _ORIGINAL_NUMBER
-    from anemoi.datasets.usage.gridded import ensemble
-
-    if _ORIGINAL_NUMBER is not None:
-        ensemble.Number = _ORIGINAL_NUMBER
-        _ORIGINAL_NUMBER = None
+    MEMBER_SELECTION.uninstall()
 
 
-@contextlib.contextmanager
-def member_selection_installed() -> Iterator[None]:
+def member_selection_installed() -> contextlib.AbstractContextManager[None]:
     """Context manager: :func:`install_member_selection` inside, the previous state after."""
-    changed = install_member_selection()
-    try:
-        yield
-    finally:
-        if changed:
-            uninstall_member_selection()
+    return MEMBER_SELECTION.installed()
 
 
-class MemberSelectionCallback(Callback):
+class MemberSelectionCallback(NumberPatchCallback):
     """Hydra callback that installs :class:`MemberSubset` selection before anemoi-training opens its datasets.
 
     Add to a training config::
@@ -388,14 +372,7 @@ class MemberSelectionCallback(Callback):
               _target_: hybrid_eda.data.members.MemberSelectionCallback
     """
 
-    def on_run_start(self, config: Any, **kwargs: Any) -> None:
-        install_member_selection()
-
-    def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
-        install_member_selection()
-
-    def on_job_start(self, config: Any, **kwargs: Any) -> None:
-        install_member_selection()
+    patch = MEMBER_SELECTION
 
 
 def check_store_pair(inputs: Any, target: Any, members: int | None = None, atol_degrees: float = 1e-6) -> None:
