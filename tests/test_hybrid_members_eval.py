@@ -178,5 +178,18 @@ def test_evaluate_members_command(tiny_eda, tmp_path, capsys):
     assert summary["ensembles"]["hybrid:untrained"]["label"] == "3 real + 3 from the untrained flow (shift + rescale)"
     assert summary["maps"]["field"] == "t_2" and (out / "maps.png").stat().st_size > 10_000
     assert len(summary["dates"]) == 2 and summary["n"] == 6
+    # per variable, levels together: t = mean of t_1, t_2 ratios; the cut from the level-mean std nMSEs
+    full, hybrid, real = (summary["ensembles"][k] for k in ("full", "hybrid:untrained", "real"))
+    t = hybrid["by_variable"]["t"]
+    assert list(hybrid["by_variable"]) == ["t", "q", "lnsp"] and t["fields"] == 2
+    ratios = [hybrid["fields"][f]["crps"] / full["fields"][f]["crps"] for f in ("t_1", "t_2")]
+    assert t["crps_ratio"] == pytest.approx(np.mean(ratios), rel=1e-12)
+    nmse = [(hybrid["fields"][f]["std_nmse"], real["fields"][f]["std_nmse"]) for f in ("t_1", "t_2")]
+    assert t["std_mse_reduction"] == pytest.approx(1 - sum(h for h, _ in nmse) / sum(r for _, r in nmse), rel=1e-12)
+    lnsp = hybrid["by_variable"]["lnsp"]  # one level: its field's own ratio
+    assert lnsp["spread_skill_ratio"] == pytest.approx(
+        hybrid["fields"]["lnsp_1"]["spread_skill"] / full["fields"]["lnsp_1"]["spread_skill"], rel=1e-12
+    )
+    assert "variable" in printed and "lnsp       hybrid:untrained" in printed
     bad = main(["evaluate", "members", "--test", str(tiny_eda), "--real", "6", "--out", str(out)])
     assert bad == 2 and "need 2 <= N_s < N" in capsys.readouterr().err  # one line, exit 2

@@ -358,6 +358,7 @@ class HybridEvaluation:
             row = self.per_field(name)
             crps_ratio = row["crps"] / full["crps"]
             ss_ratio = row["spread_skill"] / full["spread_skill"]
+            crps_ens_ratio = row["crps_ens"] / full["crps_ens"]
             with np.errstate(divide="ignore", invalid="ignore"):
                 reduction = 1.0 - row["std_nmse"] / real["std_nmse"]
             out[name] = {
@@ -365,7 +366,7 @@ class HybridEvaluation:
                 "members": self.n if name != "real" else self.n_real,
                 "crps_ratio": float(crps_ratio.mean()),
                 "crps_ratio_worst": float(crps_ratio[np.argmax(np.abs(crps_ratio - 1))]),
-                "crps_ens_ratio": float((row["crps_ens"] / full["crps_ens"]).mean()),
+                "crps_ens_ratio": float(crps_ens_ratio.mean()),
                 "spread_skill_ratio": float(ss_ratio.mean()),
                 "spread_skill_ratio_worst": float(ss_ratio[np.argmax(np.abs(ss_ratio - 1))]),
                 "reliability": float(row["reliability"].mean()),
@@ -375,6 +376,9 @@ class HybridEvaluation:
                 "fields": {
                     v: {key: float(value[i]) for key, value in row.items()} for i, v in enumerate(self.variables)
                 },
+                "by_variable": _by_variable(
+                    self.variables, crps_ratio, crps_ens_ratio, ss_ratio, row["std_nmse"], real["std_nmse"]
+                ),
             }
         return {
             "n": self.n,
@@ -385,6 +389,34 @@ class HybridEvaluation:
             "targets": {name: targets(out[name]) for name in out if name.startswith("hybrid:")},
             "timings_s": {k: round(v, 2) for k, v in self.timings_s.items()},
         }
+
+
+def _by_variable(
+    fields: Sequence[str],
+    crps_ratio: np.ndarray,
+    crps_ens_ratio: np.ndarray,
+    spread_skill_ratio: np.ndarray,
+    std_nmse: np.ndarray,
+    real_std_nmse: np.ndarray,
+) -> dict[str, dict[str, float]]:
+    """The summary's field means (ratios ``[F]``, std nMSEs ``[F]``) per variable, its levels together.
+
+    A field ``t_3`` belongs to variable ``t`` (the name before the last ``_``; a name without one is its own
+    variable). ``std_mse_reduction`` is ``1 - mean(std_nmse) / mean(real_std_nmse)`` over the variable's fields, as
+    the summary's overall one is over all fields.
+    """
+    names = [f.rsplit("_", 1)[0] if "_" in f else f for f in fields]
+    out: dict[str, dict[str, float]] = {}
+    for name in dict.fromkeys(names):
+        idx = [i for i, n in enumerate(names) if n == name]
+        out[name] = {
+            "fields": len(idx),
+            "crps_ratio": float(np.mean(crps_ratio[idx])),
+            "crps_ens_ratio": float(np.mean(crps_ens_ratio[idx])),
+            "spread_skill_ratio": float(np.mean(spread_skill_ratio[idx])),
+            "std_mse_reduction": float(1.0 - np.mean(std_nmse[idx]) / np.mean(real_std_nmse[idx])),
+        }
+    return out
 
 
 def targets(row: Mapping[str, Any]) -> dict[str, bool]:

@@ -7,7 +7,8 @@
 Writes ``summary.json`` (:meth:`~hybrid_eda.evaluation.hybrid_members.HybridEvaluation.summary`), ``maps.png`` (the
 std of the N_s real members, of each hybrid and of the full EDA, one field on the first date) and prints the table:
 fair CRPS and spread/skill as ratios to the full EDA's (field means), the normalised MSE of the ensemble std
-against the full EDA's std, and how much of the N_s-member std's MSE the hybrid removes.
+against the full EDA's std, and how much of the N_s-member std's MSE the hybrid removes; then the same ratios and
+cut per variable, its levels together (``by_variable`` of each ensemble in the summary).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 
 from hybrid_eda.outputs import output_dir
 
-__all__ = ["add_parser", "run_members", "write_std_maps"]
+__all__ = ["add_parser", "run_members", "table", "variable_table", "write_std_maps"]
 
 LOGGER = logging.getLogger(__name__)
 
@@ -112,6 +113,20 @@ def table(summary: dict) -> str:
     return "\n".join(rows)
 
 
+def variable_table(summary: dict) -> str:
+    """Per variable (levels together), per ensemble but the full EDA: the ratios to the full EDA and the std MSE cut."""
+    columns = ("fCRPS/full", "eCRPS/full", "ss/full", "std MSE cut")
+    rows = [f"{'variable':<10} {'ensemble':<20} " + " ".join(f"{c:>11}" for c in columns)]
+    ensembles = {name: row for name, row in summary["ensembles"].items() if name != "full"}
+    for variable in next(iter(ensembles.values()))["by_variable"]:
+        for name, row in ensembles.items():
+            v = row["by_variable"][variable]
+            cut = "" if name == "real" else f"{v['std_mse_reduction']:.1%}"
+            values = [v[k] for k in ("crps_ratio", "crps_ens_ratio", "spread_skill_ratio")]
+            rows.append(f"{variable:<10} {name:<20} " + " ".join(f"{x:>11.4f}" for x in values) + f" {cut:>11}")
+    return "\n".join(rows)
+
+
 def run_members(args: argparse.Namespace) -> int:
     """The ``evaluate members`` command (module docstring); returns 0."""
     from hybrid_eda.errors import UserInputError
@@ -170,6 +185,7 @@ def run_members(args: argparse.Namespace) -> int:
     summary["timings_s"]["total"] = round(time.perf_counter() - started, 1)
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1, allow_nan=False))
     print(table(summary))
+    print(variable_table(summary))
     for name, checks in summary["targets"].items():
         print(f"{name}: " + ", ".join(f"{key} {'yes' if ok else 'no'}" for key, ok in checks.items()))
     print(f"wrote {args.out / 'summary.json'}, {args.out / 'maps.png'}")
