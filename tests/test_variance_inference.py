@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from hybrid_eda.inference.checkpoint_metadata import grid_from_points
 from hybrid_eda.inference.std_grib import quantile_keys
-from hybrid_eda.inference.variance_checkpoint import grid_from_points
 from hybrid_eda.resources import inference_configs_dir
 from hybrid_eda.synthetic.gribio import BACKGROUND, GribEncoder, packing_tolerance
 from hybrid_eda.synthetic.grids import make_grid

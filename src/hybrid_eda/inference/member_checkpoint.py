@@ -24,15 +24,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hybrid_eda.inference.variance_checkpoint import FieldId, grid_from_points
+from hybrid_eda.inference.checkpoint_metadata import FieldId, ModelKind, dataset_grid, field_id, open_checkpoint
 from hybrid_eda.synthetic.grids import GaussianGrid
 
-__all__ = ["MODEL_TARGETS", "MemberCheckpoint", "from_core", "read_member_checkpoint"]
+__all__ = ["MEMBER_GENERATOR", "MODEL_TARGETS", "MemberCheckpoint", "from_core", "read_member_checkpoint"]
 
 LOGGER = logging.getLogger(__name__)
 
 #: ``model.model._target_`` of the member generator's anemoi adapter.
 MODEL_TARGETS = ("hybrid_eda.models.MemberGenerator",)
+#: The member generator as the checkpoint checks name it.
+MEMBER_GENERATOR = ModelKind(
+    what="member generator",
+    config="member_generator",
+    targets=MODEL_TARGETS,
+    other_runners="runner: variance-emulator for variance emulator checkpoints, runner: default for forecasters",
+)
 
 
 @dataclass(frozen=True)
@@ -103,34 +110,8 @@ def read_member_checkpoint(checkpoint: str | Path) -> MemberCheckpoint:
         If it is not an anemoi inference checkpoint, is a checkpoint of another model (e.g. the variance emulator),
         or lacks the metadata the runner needs.
     """
-    import zipfile
-
-    from anemoi.utils.checkpoints import load_metadata
-
-    from hybrid_eda.inference.config import find_checkpoint
-    from hybrid_eda.inference.variance_checkpoint import _field
-
-    if not Path(checkpoint).exists():
-        raise ValueError(
-            f"no checkpoint at {checkpoint}; give the inference-last.ckpt of a member generator run, or its output "
-            "folder (output/member_generator_synthetic after anemoi-training train --config-name=member_generator_*)"
-        )
-    path = find_checkpoint(Path(checkpoint))
-    try:
-        metadata, arrays = load_metadata(str(path), supporting_arrays=True)
-    except (ValueError, KeyError, OSError, zipfile.BadZipFile) as err:
-        raise ValueError(
-            f"{path} is not an anemoi inference checkpoint ({err}); give the inference-last.ckpt of a member "
-            "generator run (not last.ckpt, the training checkpoint)"
-        ) from err
-    model = ((metadata.get("config") or {}).get("model") or {}).get("model") or {}
-    target = model.get("_target_", "?")
-    if target not in MODEL_TARGETS:
-        raise ValueError(
-            f"{path} is a checkpoint of {target}, not of the member generator ({', '.join(MODEL_TARGETS)}); the "
-            "member-generator runner needs one trained with --config-name=member_generator_* (runner: "
-            "variance-emulator for variance emulator checkpoints, runner: default for forecasters)"
-        )
+    opened = open_checkpoint(checkpoint, MEMBER_GENERATOR)
+    path, metadata, arrays = opened.path, opened.metadata, opened.arrays
     try:
         from hybrid_eda.models import load_member_generator
     except ImportError as err:  # pragma: no cover - the adapter ships with the package
@@ -143,11 +124,9 @@ def read_member_checkpoint(checkpoint: str | Path) -> MemberCheckpoint:
     variables = variables or list(described.get("variables") or held)
     pairs = zip(variables, background_names or variables, strict=True)
     # an analysis renamed in the store (t_an_1) may have lost its GRIB keys: its background's (t_1) are the same field
-    fields = tuple(dataclasses.replace(_field(b, held.get(b)), name=v) if not _grib_id(held.get(v)) and held.get(b)
-                   else _field(v, held.get(v)) for v, b in pairs)  # fmt: skip
-    if "latitudes" not in points or "longitudes" not in points:
-        raise ValueError(f"{path} has no latitudes/longitudes of dataset '{name}' among its supporting arrays")
-    grid = grid_from_points(points["latitudes"], points["longitudes"])
+    fields = tuple(dataclasses.replace(field_id(b, held.get(b)), name=v) if not _grib_id(held.get(v)) and held.get(b)
+                   else field_id(v, held.get(v)) for v, b in pairs)  # fmt: skip
+    grid = dataset_grid(path, points, name)
     uses_observations = bool(getattr(generator, "uses_observations", False))
     LOGGER.info("member generator %s: %d fields on %s", path, len(fields), grid.name)
     return MemberCheckpoint(path=path, generator=generator, fields=fields, grid=grid, run_id=metadata.get("run_id"),

@@ -23,7 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from hybrid_eda.inference.variance_checkpoint import MIN_MEMBERS, FieldId
+from hybrid_eda.inference.checkpoint_metadata import FieldId
+from hybrid_eda.inference.variance_checkpoint import MIN_MEMBERS
 from hybrid_eda.synthetic.grids import GaussianGrid
 
 __all__ = ["MemberFields", "check_member_count", "dataset_members", "expand_path", "grib_members", "input_members"]

@@ -26,7 +26,7 @@ from fractions import Fraction
 import numpy as np
 
 from hybrid_eda._eccodes import eccodes
-from hybrid_eda.inference.variance_checkpoint import FieldId
+from hybrid_eda.inference.checkpoint_metadata import FieldId
 from hybrid_eda.synthetic.gribio import SIGMA_B, GribEncoder, MessageKind
 from hybrid_eda.synthetic.grids import GaussianGrid
 

@@ -16,43 +16,34 @@ grid                supporting arrays ``<members>/latitudes``, ``longitudes``: r
 M of training       ``config.dataloader.members_per_sample``
 family              the loaded predictor's ``family`` (``lognormal`` or ``normal``)
 ==================  ===================================================================================
+
+The checks and the GRIB and grid reading are shared with the member generator (:mod:`.checkpoint_metadata`,
+whose ``FieldId`` is also importable from here).
 """
 
 from __future__ import annotations
 
 import logging
-import re
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from hybrid_eda.inference.checkpoint_metadata import FieldId, ModelKind, dataset_grid, field_id, open_checkpoint
+from hybrid_eda.synthetic.grids import GaussianGrid
 
-from hybrid_eda.synthetic.grids import GaussianGrid, make_grid, octahedral_pl
-
-__all__ = ["MIN_MEMBERS", "FieldId", "VarianceCheckpoint", "grid_from_points", "read_variance_checkpoint"]
+__all__ = ["MIN_MEMBERS", "VARIANCE_EMULATOR", "FieldId", "VarianceCheckpoint", "read_variance_checkpoint"]
 
 LOGGER = logging.getLogger(__name__)
 
 #: The emulator's set pooling needs a sample std, so at least two members.
 MIN_MEMBERS = 2
-_MODEL_TARGET = "hybrid_eda.models.VarianceEmulator"
-_NAME = re.compile(r"^(?P<param>.+)_(?P<level>\d+)$")
-
-
-@dataclass(frozen=True)
-class FieldId:
-    """GRIB identity of one member field (and of its emulated std): ``t_137`` is ``t``, paramId 130, ml 137."""
-
-    name: str
-    param: str
-    param_id: int
-    level: int
-    levtype: str = "ml"
-
-    def __str__(self) -> str:
-        return f"{self.param} (paramId {self.param_id}) {self.levtype} level {self.level}"
+#: The variance emulator as the checkpoint checks name it (``model.model._target_`` of its training configs).
+VARIANCE_EMULATOR = ModelKind(
+    what="variance emulator",
+    config="variance_emulator",
+    targets=("hybrid_eda.models.VarianceEmulator",),
+    other_runners="runner: member-generator for member generator checkpoints, runner: default for other models",
+)
 
 
 @dataclass(frozen=True)
@@ -75,71 +66,6 @@ class VarianceCheckpoint:
         return self.predictor.family
 
 
-def grid_from_points(latitudes: np.ndarray, longitudes: np.ndarray) -> GaussianGrid:
-    """The reduced or octahedral Gaussian grid whose points (ring by ring, north to south) these are.
-
-    Raises
-    ------
-    ValueError
-        If the points are not those of an ``O<n>`` or a supported ``N<n>`` grid.
-    """
-    lat = np.asarray(latitudes, dtype=np.float64)
-    breaks = np.flatnonzero(np.abs(np.diff(lat)) > 1e-9) + 1  # first point of every ring but the first
-    pl = np.diff(np.concatenate([[0], breaks, [lat.size]]))
-    n = pl.size // 2
-    octahedral = pl.size == 2 * n and n > 0 and np.array_equal(pl, octahedral_pl(n))
-    try:
-        grid = make_grid(f"{'O' if octahedral else 'N'}{n}")
-    except ValueError as err:
-        raise ValueError(f"the checkpoint's {lat.size} grid points are not a reduced Gaussian grid ({err})") from err
-    lon_diff = (np.asarray(longitudes, dtype=np.float64) - grid.longitudes + 180.0) % 360.0 - 180.0
-    if grid.npoints != lat.size or not np.allclose(grid.latitudes, lat, atol=1e-5) or np.abs(lon_diff).max() > 1e-5:
-        raise ValueError(f"the checkpoint's {lat.size} grid points are not those of {grid.name} in GRIB order")
-    return grid
-
-
-def _find(path: Path) -> Path:
-    """``path`` itself, or the newest ``inference-last.ckpt`` below the run folder ``path``."""
-    from hybrid_eda.inference.config import find_checkpoint
-
-    if not path.exists():
-        raise ValueError(
-            f"no checkpoint at {path}; give the inference-last.ckpt of a variance emulator run, or its output folder "
-            "(output/variance_emulator_synthetic after anemoi-training train --config-name=variance_emulator_synthetic)"
-        )
-    return find_checkpoint(path)
-
-
-def _metadata(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    from anemoi.utils.checkpoints import load_metadata
-
-    try:
-        metadata, arrays = load_metadata(str(path), supporting_arrays=True)
-    except (ValueError, KeyError, OSError, zipfile.BadZipFile) as err:
-        raise ValueError(
-            f"{path} is not an anemoi inference checkpoint ({err}); give the inference-last.ckpt of a "
-            "variance emulator run (anemoi-training train --config-name=variance_emulator_synthetic)"
-        ) from err
-    return metadata, arrays
-
-
-def _field(name: str, entry: dict[str, Any] | None) -> FieldId:
-    """The GRIB identity of ``name`` from its ``variables_metadata`` entry (else from the name, ``param_level``)."""
-    entry = entry or {}
-    grib, mars = entry.get("grib", {}), entry.get("mars", {})
-    match = _NAME.match(name)
-    param = grib.get("shortName") or mars.get("param") or (match.group("param") if match else name)
-    level = mars.get("levelist", match.group("level") if match else None)
-    param_id = grib.get("paramId")
-    if param_id is None or level is None:
-        raise ValueError(
-            f"the checkpoint's metadata has no GRIB paramId/level for {name}; train on a member store built from "
-            "GRIB (recipes/eda-*-ml*.yaml) so that anemoi records them"
-        )
-    return FieldId(name=name, param=str(param), param_id=int(param_id), level=int(level),
-                   levtype=str(mars.get("levtype", "ml")))  # fmt: skip
-
-
 def read_variance_checkpoint(checkpoint: str | Path) -> VarianceCheckpoint:
     """Check, load and describe a variance emulator checkpoint (a file, or a run folder: its newest one).
 
@@ -151,26 +77,14 @@ def read_variance_checkpoint(checkpoint: str | Path) -> VarianceCheckpoint:
     """
     from hybrid_eda.models import load_variance_predictor
 
-    path = _find(Path(checkpoint))
-    metadata, arrays = _metadata(path)
-    config = metadata.get("config") or {}
-    model = (config.get("model") or {}).get("model") or {}
-    target = model.get("_target_", "?")
-    if target != _MODEL_TARGET:
-        raise ValueError(
-            f"{path} is a checkpoint of {target}, not of the variance emulator ({_MODEL_TARGET}); the "
-            "variance-emulator runner needs one trained with --config-name=variance_emulator_* (use runner: default "
-            "for other models)"
-        )
+    opened = open_checkpoint(checkpoint, VARIANCE_EMULATOR)
+    path, metadata, config = opened.path, opened.metadata, opened.metadata.get("config") or {}
     predictor = load_variance_predictor(path)
-    members = model.get("input_dataset", "members")
+    members = opened.model.get("input_dataset", "members")
     described = (metadata.get("dataset") or {}).get(members) or {}
     variables_metadata = described.get("variables_metadata") or {}
-    fields = tuple(_field(name, variables_metadata.get(name)) for name in predictor.variables)
-    points = arrays.get(members) or {}
-    if "latitudes" not in points or "longitudes" not in points:
-        raise ValueError(f"{path} has no latitudes/longitudes of dataset '{members}' among its supporting arrays")
-    grid = grid_from_points(points["latitudes"], points["longitudes"])
+    fields = tuple(field_id(name, variables_metadata.get(name)) for name in predictor.variables)
+    grid = dataset_grid(path, opened.arrays.get(members) or {}, members)
     trained_m = (config.get("dataloader") or {}).get("members_per_sample")
     LOGGER.info("variance emulator %s: %d fields on %s, %s, trained on M=%s", path, len(fields), grid.name,
                 predictor.family, trained_m)  # fmt: skip
