@@ -16,18 +16,64 @@ import torch
 from torch import nn
 from torch.nn import functional
 
+from hybrid_eda.layers.blocks import layer_norm
+
+
+def contiguous_group_size(group: torch.Tensor, n_groups: int) -> int | None:
+    """``s`` if ``group`` is ``0 x s, 1 x s, ..., (n_groups - 1) x s`` (consecutive equal-sized groups), else None.
+
+    The member generator's groups are of that form whenever ``n`` is a whole number of replicas (the cycle's
+    ``n = k`` and training's ``n = R k``): then a group mean is a reshape and a mean, not a scatter.
+    """
+    n = group.numel()
+    if n_groups < 1 or n % n_groups:
+        return None
+    size = n // n_groups
+    expected = torch.arange(n, device=group.device) // size
+    return size if torch.equal(group, expected) else None
+
+
+def group_means(x: torch.Tensor, group: torch.Tensor, n_groups: int, dim: int) -> torch.Tensor:
+    """Mean of ``x`` over the entries of each group along ``dim``: ``x`` with ``n_groups`` entries along ``dim``.
+
+    ``group`` is a long ``[x.shape[dim]]`` of codes ``0 .. n_groups - 1``; an empty group's mean is 0.
+    """
+    dim = dim % x.ndim
+    size = contiguous_group_size(group, n_groups)
+    if size is not None:
+        return x.unflatten(dim, (n_groups, size)).mean(dim=dim + 1)
+    shape = list(x.shape)
+    shape[dim] = n_groups
+    sums = torch.zeros(shape, dtype=x.dtype, device=x.device).index_add(dim, group, x)
+    counts = torch.bincount(group, minlength=n_groups).to(x.dtype).clamp_min(1)
+    return sums / counts.reshape([-1 if d == dim else 1 for d in range(x.ndim)])
+
+
+def broadcast_groups(means: torch.Tensor, group: torch.Tensor, dim: int) -> torch.Tensor:
+    """Each entry's group value: ``means`` (``n_groups`` along ``dim``) -> ``group.numel()`` entries along ``dim``."""
+    dim = dim % means.ndim
+    size = contiguous_group_size(group, means.shape[dim])
+    if size is not None:
+        expanded = means.unsqueeze(dim + 1).expand(*means.shape[: dim + 1], size, *means.shape[dim + 1 :])
+        return expanded.flatten(dim, dim + 1)
+    return means.index_select(dim, group)
+
+
+def add_group_values(x: torch.Tensor, means: torch.Tensor, group: torch.Tensor, dim: int) -> torch.Tensor:
+    """``x + broadcast_groups(means, group, dim)`` without materialising the broadcast for contiguous groups."""
+    dim = dim % x.ndim
+    size = contiguous_group_size(group, means.shape[dim])
+    if size is not None:
+        return (x.unflatten(dim, (means.shape[dim], size)) + means.unsqueeze(dim + 1)).flatten(dim, dim + 1)
+    return x + means.index_select(dim, group)
+
 
 def group_mean(x: torch.Tensor, group: torch.Tensor, n_groups: int, dim: int) -> torch.Tensor:
     """Mean of ``x`` over the entries of each group along ``dim``, broadcast back to every entry (same shape).
 
     ``group`` is a long ``[x.shape[dim]]`` of codes ``0 .. n_groups - 1``.
     """
-    shape = list(x.shape)
-    shape[dim] = n_groups
-    sums = torch.zeros(shape, dtype=x.dtype, device=x.device).index_add(dim, group, x)
-    counts = torch.bincount(group, minlength=n_groups).to(x.dtype).clamp_min(1)
-    counts = counts.reshape([-1 if d == (dim % x.ndim) else 1 for d in range(x.ndim)])
-    return (sums / counts).index_select(dim, group)
+    return broadcast_groups(group_means(x, group, n_groups, dim), group, dim)
 
 
 class MemberMixing(nn.Module):
@@ -41,7 +87,13 @@ class MemberMixing(nn.Module):
         self.norm = nn.LayerNorm(latent)
 
     def forward(self, h: torch.Tensor, group: torch.Tensor, n_groups: int) -> torch.Tensor:
-        """``h[grid, B, channel, latent]``, ``group[B]`` -> same shape as ``h``."""
-        own, pooled = self.project(h).split(self.width, dim=-1)
-        pre = own + group_mean(pooled, group, n_groups, dim=1)
-        return h + self.norm(self.out(functional.gelu(pre)))
+        """``h[grid, B, channel, latent]``, ``group[B]`` -> same shape as ``h``.
+
+        The pooled projection is taken of the group means of ``h`` (``mean_j W_2 h_j + b = W_2 mean_j h_j + b``):
+        one projection per group instead of one per member, the same numbers to round-off.
+        """
+        weight, bias = self.project.weight, self.project.bias
+        own = functional.linear(h, weight[: self.width], bias[: self.width])
+        pooled = functional.linear(group_means(h, group, n_groups, dim=1), weight[self.width :], bias[self.width :])
+        pre = add_group_values(own, pooled, group, dim=1)
+        return h + layer_norm(self.norm, self.out(functional.gelu(pre)))
