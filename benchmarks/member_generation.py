@@ -9,6 +9,7 @@ the 10 real ones cost, so ``generation / minimisations`` is the fraction issue 8
 
     OMP_NUM_THREADS=1 python benchmarks/member_generation.py                                  # untrained core
     OMP_NUM_THREADS=1 python benchmarks/member_generation.py --emulator run/inference-last.ckpt --batches 1,16,64
+    OMP_NUM_THREADS=1 python benchmarks/member_generation.py --emulator run/inference-last.ckpt --steps 1,2,4
 
 Rows are per cycle (all B experiments) and per experiment-cycle; the best of ``--repeats`` runs (shared machine).
 """
@@ -62,6 +63,17 @@ def time_row(emulator: str, batch: int, cycles: int, n_real: int, repeats: int, 
     return best  # type: ignore[return-value]
 
 
+def with_steps(emulator: str, steps: int | None) -> str:
+    """The emulator spec with ``steps`` flow steps (a checkpoint path becomes ``generator:checkpoint=PATH,steps=S``)."""
+    if steps is None:
+        return emulator
+    if emulator.endswith((".ckpt", ".pt", ".pth")):
+        return f"generator:checkpoint={emulator},steps={steps}"
+    if emulator.startswith("generator:"):
+        return f"{emulator},steps={steps}"
+    raise SystemExit(f"--steps needs a checkpoint or a generator:... spec, got --emulator {emulator}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--emulator", default="generator:untrained=true", help="checkpoint path or generator:... spec")
@@ -70,19 +82,25 @@ def main() -> None:
     p.add_argument("--n-real", type=int, default=10, help="real members N_s; 20 - N_s are emulated")
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--seed", type=int, default=100)
+    p.add_argument("--steps", help="comma-separated flow steps (default: the checkpoint's own)")
     p.add_argument("--json", help="write the rows as JSON")
     args = p.parse_args()
+    steps = [None] if args.steps is None else [int(s) for s in args.steps.split(",")]
     rows = [
-        time_row(args.emulator, int(b), args.cycles, args.n_real, args.repeats, args.seed)
+        time_row(with_steps(args.emulator, s), int(b), args.cycles, args.n_real, args.repeats, args.seed)
         for b in args.batches.split(",")
+        for s in steps
     ]
     print(f"# {platform.processor() or platform.machine()}, OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}")
     print(f"# 4D-Var EDA N=20 window 4 hybrid B, {args.n_real} real + {20 - args.n_real} emulated by {args.emulator}")
-    head = "| B | cycles | minimisations ms/cycle | per exp. | generation ms/cycle | per exp. | generation / min. |"
-    print(head + "\n|" + "---|" * 7)
+    head = "| B | emulator | cycles | min. ms/cycle | per exp. | generation ms/cycle | per exp. | gen. / min. |"
+    print(head + "\n|" + "---|" * 8)
     for r in rows:
         b, mins, gen = r["batch"], 1e3 * r["minimisations_s_per_cycle"], 1e3 * r["generation_s_per_cycle"]
-        print(f"| {b} | {r['cycles']} | {mins:.2f} | {mins / b:.2f} | {gen:.2f} | {gen / b:.2f} | {r['ratio']:.1%} |")
+        print(
+            f"| {b} | {r['emulator']} | {r['cycles']} | {mins:.2f} | {mins / b:.2f} | {gen:.2f} | {gen / b:.2f} | "
+            f"{r['ratio']:.1%} |"
+        )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=2)

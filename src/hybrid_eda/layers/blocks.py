@@ -127,9 +127,10 @@ class GridMessagePassing(nn.Module):
         """:meth:`forward` without autograd: the cached operator, and the self map, both heads' values and the bias
         accumulated into one ``[tokens, width]`` buffer by ``addmm`` (no per-head products to sum, no extra adds)."""
         n_grid, latent = h.shape[0], h.shape[-1]
-        smoothed = _apply(self._smoothing_operator(graph, h.dtype, h.device), h.reshape(n_grid, -1))
+        h = h.contiguous()  # one copy for a transposed input, then views for both products
+        smoothed = _apply(self._smoothing_operator(graph, h.dtype, h.device), h.view(n_grid, -1))
         smoothed = smoothed.view(self.heads, -1, latent)  # [heads, tokens, latent]
-        pre = torch.addmm(self.update.bias, h.reshape(-1, latent), self.self_map.weight.t())  # [tokens, width]
+        pre = torch.addmm(self.update.bias, h.view(-1, latent), self.self_map.weight.t())  # [tokens, width]
         for head in range(self.heads):
             pre.addmm_(smoothed[head], self.values[head])
         return self.update.finish(h, pre.view(*h.shape[:-1], -1))
