@@ -135,11 +135,12 @@ class ParticleAttention(nn.Module):
         weights = torch.einsum("biphd,bjphd->bhij", query, key) * scale  # [b, heads, n, n]
         same = (group[:, None] == group[None, :]).to(weights.dtype)
         weights = weights * (same / group_counts(group, n_groups, weights.dtype)[:, None])
-        mixed = torch.einsum("bjpvc,hcv->bhjpv", values, self.particle_mixing)  # [b, heads, n, grid, var]
-        out = torch.einsum("bhij,bhjpv->bipv", weights, mixed)
+        # heads and mixing folded into small [b, n, n, c, var] transforms first: no field-sized tensor per head
+        transform = torch.einsum("bhij,hcv->bijcv", weights, self.particle_mixing)
+        out = torch.einsum("bijcv,bjpvc->bipv", transform, values)
         if guides is not None:
             n_guides = guides.keys.shape[1]
             guide_weights = torch.einsum("biphd,blphd->bhil", guide_query, guides.keys) * (scale / n_guides)
-            guide_mixed = torch.einsum("blpvc,hcv->bhlpv", guides.values, self.guide_mixing)
-            out = out + torch.einsum("bhil,bhlpv->bipv", guide_weights, guide_mixed)
+            guide_transform = torch.einsum("bhil,hcv->bilcv", guide_weights, self.guide_mixing)
+            out = out + torch.einsum("bilcv,blpvc->bipv", guide_transform, guides.values)
         return out
