@@ -317,7 +317,8 @@ N128_ON_THE_TINY_STORE = [
 
 @pytest.fixture(scope="module")
 def tiny_global_store(tmp_path_factory):
-    """O32 x 2 levels x 6 variables, 6 members, 6 dates of the synthetic EDA and its generator store (~25 s)."""
+    """O32 x 2 levels x 6 variables, 10 members, 6 dates of the synthetic EDA and its generator store (~25 s; 10:
+    member_generator_synthetic reads 10 members per sample)."""
     from hybrid_eda.resources import recipes_dir
 
     workdir = tmp_path_factory.mktemp("member_generator_global")
@@ -331,7 +332,7 @@ def tiny_global_store(tmp_path_factory):
         "--levels",
         "2",
         "--members",
-        "6",
+        "10",
         "--start",
         "2023-01-01T00",
         "--end",
@@ -353,7 +354,7 @@ def tiny_global_store(tmp_path_factory):
 @pytest.mark.parametrize(
     ("config", "extra", "guides"),
     [
-        ("member_generator_synthetic", [], "guides (2, 4) (validation 3)"),
+        ("member_generator_synthetic", [], "guides (6, 8) (validation 7)"),
         ("member_generator_n128", N128_ON_THE_TINY_STORE, "guides (2, 2) (validation 2)"),
     ],
 )

@@ -249,6 +249,10 @@ SPLITS = [
     "dataloader.validation.datasets.eda.start=2023-01-01T12:00:00",
     "dataloader.validation.datasets.eda.end=2023-01-01T18:00:00",
     "dataloader.test.datasets.eda.start=2023-01-02T00:00:00",
+    # the tiny EDA has 6 members; the shipped config reads 10 per sample (6-8 guides)
+    "dataloader.members_per_sample=6",
+    "model.model.guides=[2,4]",
+    "model.model.validation_guides=3",
 ]
 
 
