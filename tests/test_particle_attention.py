@@ -165,7 +165,8 @@ def test_settings_of_older_checkpoints_load_without_attention():
 
 
 def test_the_model_config_switches_the_attention_on_and_old_configs_keep_it_off():
-    """``model.model.particle_attention`` (configs/model/member_generator.yaml, off) reaches the core."""
+    """``model.model.particle_attention`` (off in configs/model/member_generator.yaml, on in member_generator_l96)
+    reaches the core."""
     import math
 
     import numpy as np
@@ -200,10 +201,12 @@ def test_the_model_config_switches_the_attention_on_and_old_configs_keep_it_off(
         kwargs = {"data_indices": indices, "statistics": {"eda": stats}, "graph_data": graph}
         return MemberGenerator(model_config=config, n_step_input=1, n_step_output=1, **kwargs)
 
-    plain, attention = build(), build("model.model.particle_attention=true", "model.model.attention_key_size=4")
+    shipped = build()
+    assert shipped.core.settings.particle_attention  # member_generator_l96 ships it
+    plain = build("model.model.particle_attention=false")
+    attention = build("model.model.particle_attention=true", "model.model.attention_key_size=4")
     assert not plain.core.settings.particle_attention and not hasattr(plain.core, "particle_attention")
     assert attention.core.settings.particle_attention and attention.core.settings.attention_key_size == 4
     assert attention.core.particle_attention.member_projection.out_features == 3 * 2 * 4
-    on = build("model.model.particle_attention=true")
-    assert on.n_parameters - plain.n_parameters == 2_216
+    assert shipped.n_parameters - plain.n_parameters == 2_216
     assert "+2,216 parameters" in (configs_dir() / "model" / "member_generator.yaml").read_text()

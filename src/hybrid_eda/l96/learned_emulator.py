@@ -39,8 +39,8 @@ Specs (:func:`hybrid_eda.l96.emulators.get_emulator`)::
   every member are the ones the runner would draw itself, multiplied by ``A`` (in the Stratonovich schemes the noise
   enters only as ``s(phi) dW``, so ``A dW`` is exactly the diffusion ``A s``). ``A = 0`` is the deterministic flow
   (its drift still moves and spreads the members); ``A = 1`` draws nothing itself and is the trained flow bit for
-  bit. The scaled increments go to the runner's ``generate(increments=...)``; a runner without that parameter (the
-  anemoi-checkpoint runner, whose ``generate`` does not forward it yet) is bypassed for its ``.core`` (the
+  bit. The scaled increments go to the runner's ``generate(increments=...)`` (the checkpoint runner forwards them to
+  its core); a runner without that parameter is bypassed for its ``.core`` (the
   :class:`~hybrid_eda.models.member_generator_core.MemberGeneratorCore` it wraps, called with the same tensors).
 * ``spread=A`` (default 1, ``A > 0``) rescales the generated members' anomalies about **their own mean** by ``A``,
   per experiment: ``x_j <- e + A (x_j - e)``, ``e`` the mean of the generated members. Their mean, hence the hybrid

@@ -66,6 +66,7 @@ class MemberGeneratorRunner:
         observations: np.ndarray | torch.Tensor | None = None,
         variables: list[str] | None = None,
         steps: int | None = None,
+        increments: torch.Tensor | None = None,
     ) -> np.ndarray | torch.Tensor:
         """``n_members`` analysis members ``[(b,) n, grid, var]`` in physical units (see the module docstring).
 
@@ -87,6 +88,9 @@ class MemberGeneratorRunner:
             Names of the ``var`` axis, checked against :attr:`variables`.
         steps : int, optional
             Integration steps (default: the training ones).
+        increments : torch.Tensor, optional
+            Brownian increments ``[(b,) n, steps, grid, var]`` to use instead of drawing them (e.g. scaled ones:
+            the L96 cycle's ``noise=A``); ``generator`` is then not used.
 
         Raises
         ------
@@ -108,7 +112,7 @@ class MemberGeneratorRunner:
                 raise UserInputError(msg)
         with torch.inference_mode():  # no autograd graph nor version counters (training never calls the runner)
             out = self.core.generate(
-                bg, an, n_members, generator, guide_backgrounds=gb, observations=obs, steps=steps
+                bg, an, n_members, generator, guide_backgrounds=gb, observations=obs, steps=steps, increments=increments
             ).members
         if as_numpy:
             return (
