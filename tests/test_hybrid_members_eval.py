@@ -193,3 +193,26 @@ def test_evaluate_members_command(tiny_eda, tmp_path, capsys):
     assert "variable" in printed and "lnsp       hybrid:untrained" in printed
     bad = main(["evaluate", "members", "--test", str(tiny_eda), "--real", "6", "--out", str(out)])
     assert bad == 2 and "need 2 <= N_s < N" in capsys.readouterr().err  # one line, exit 2
+
+
+def test_model_source_passes_fields_in_the_models_order():
+    """A checkpoint names its fields (store order, `b_an_1, a_an_1`); the case has `a_1, b_1`: fields are permuted in
+    and back out (here the model doubles its first field, b)."""
+    import torch
+
+    from hybrid_eda.evaluation.hybrid_members import ModelSource
+
+    class Doubler:
+        variables = ["b_an_1", "a_an_1"]
+
+        def generate(self, starts, guides, n, generator, *, guide_backgrounds):
+            assert torch.equal(guides[..., 0], torch.from_numpy(case.analyses[:3, :, 1]).float())
+            return starts * torch.tensor([2.0, 1.0])
+
+    case = _case()
+    out = ModelSource(Doubler(), "doubler", "doubles b").members(case, 3, seed=0)
+    np.testing.assert_allclose(out[..., 0], case.backgrounds[3:, :, 0], rtol=1e-6)
+    np.testing.assert_allclose(out[..., 1], 2 * case.backgrounds[3:, :, 1], rtol=1e-6)
+    Doubler.variables = ["b_an_1", "c_an_1"]
+    with pytest.raises(UserInputError, match="the model's fields .* are not the test EDA's"):
+        ModelSource(Doubler(), "doubler", "doubles b").members(case, 3, seed=0)

@@ -180,6 +180,26 @@ class ModelSource(MemberSource):
 
     def __init__(self, model: Any, name: str, label: str, *, steps: int | None = None) -> None:
         self.model, self.name, self.label, self.steps = model, name, label, steps
+        self.order: list[int] | None = None
+
+    def members(self, case: HybridCase, n_real: int, seed: int) -> np.ndarray:
+        """As :meth:`MemberSource.members`, the fields in the model's order if it names them (``variables``).
+
+        A checkpoint's variables are the store's (alphabetical: ``d_an_1, ..., vo_an_5``), the synthetic EDA's
+        fields another order (``vo_1, d_1, ...``): each analysis variable ``t_an_3`` is the field ``t_3``.
+        """
+        names = getattr(self.model, "variables", None)
+        if names is None:
+            return super().members(case, n_real, seed)
+        fields = [v.replace("_an_", "_") if "_an_" in v else v.removesuffix("_an") for v in names]
+        if sorted(fields) != sorted(case.variables):
+            raise UserInputError(f"{self.name}: the model's fields {fields} are not the test EDA's {case.variables}")
+        self.order = [case.variables.index(f) for f in fields]
+        inverse = np.argsort(self.order)
+        permuted = dataclasses.replace(case, variables=tuple(fields), backgrounds=case.backgrounds[..., self.order],
+                                       analyses=case.analyses[..., self.order], truth=case.truth[..., self.order],
+                                       extra_analyses=None)  # fmt: skip
+        return super().members(permuted, n_real, seed)[..., inverse]
 
     def _generate(self, starts, guides, guide_backgrounds, seed):
         import torch
