@@ -101,6 +101,20 @@ class CycleSettings:
     keep_members: bool = False
     progress: bool = False
 
+    @classmethod
+    def from_experiment(cls, config: Any, **overrides: Any) -> CycleSettings:
+        """The cycle of an :class:`~hybrid_eda.l96.config.ExperimentConfig` (cycles, spin-up, members, batch, seed,
+        initial spread), with ``overrides`` (e.g. ``members`` of an N_s-only EDA, ``keep_members``, ``progress``)."""
+        fields = {
+            "cycles": int(config.cycles),
+            "spinup": int(config.spinup),
+            "members": int(config.members),
+            "batch": int(config.batch),
+            "seed": int(config.seed),
+            "init_spread": float(config.init_spread),
+        }
+        return cls(**(fields | overrides))
+
     def __post_init__(self) -> None:
         if self.cycles < 1:
             raise ValueError(f"cycles must be at least 1, got {self.cycles}; use e.g. --cycles 10000.")

@@ -174,14 +174,7 @@ def record_eda(config: ExperimentConfig, subset: int, extra_steps: int = 0) -> E
             f"the subset must have 2 <= M <= N = {config.members} members to give a variance, got M={subset}."
         )
     method = RecordingAssimilator(method_spec(config.method).build(config), subset, spinup=int(config.spinup))
-    settings = CycleSettings(
-        cycles=int(config.cycles),  # type: ignore[arg-type]
-        spinup=int(config.spinup),  # type: ignore[arg-type]
-        members=int(config.members),  # type: ignore[arg-type]
-        batch=config.batch,
-        seed=config.seed,
-        init_spread=float(config.init_spread),  # type: ignore[arg-type]
-    )
+    settings = CycleSettings.from_experiment(config)
     model = config.model()
     output = run_cycles(model, config.observations(), method, settings, mask_diverged=True)
     calls = method.calls[1:]  # the first call is run_cycles' warm-up

@@ -104,16 +104,7 @@ def run_experiment(
     if archive and config.batch != 1:
         raise ValueError("an EDA archive keeps a single experiment; drop --batch or --archive.")
     method = spec.build(config)
-    settings = CycleSettings(
-        cycles=config.cycles,
-        spinup=config.spinup,
-        members=members,
-        batch=config.batch,
-        seed=config.seed,
-        init_spread=config.init_spread,
-        keep_members=archive,
-        progress=progress,
-    )
+    settings = CycleSettings.from_experiment(config, members=members, keep_members=archive, progress=progress)
     LOGGER.debug("cycling %s for %d cycles (%s)", method, config.cycles, config)
     output = run_cycles(
         config.model(), config.observations(), method, settings, hybrid=hybrid, mask_diverged=mask_diverged

@@ -117,14 +117,7 @@ def record_archives(config: ExperimentConfig) -> list[EDAArchive]:
             )
         hybrid = HybridSetting(n_real=int(config.n_real), emulator=source)  # type: ignore[arg-type]
     recorder = FullTargetRecorder(method_spec(config.method).build(config))  # type: ignore[arg-type]
-    settings = CycleSettings(
-        cycles=int(config.cycles),  # type: ignore[arg-type]
-        spinup=int(config.spinup),  # type: ignore[arg-type]
-        members=int(config.members),  # type: ignore[arg-type]
-        batch=config.batch,
-        seed=config.seed,
-        init_spread=float(config.init_spread),  # type: ignore[arg-type]
-    )
+    settings = CycleSettings.from_experiment(config)
     model = config.model()
     output = run_cycles(model, config.observations(), recorder, settings, hybrid=hybrid, mask_diverged=True)
     calls = recorder.calls[1:]  # the first call is run_cycles' warm-up
