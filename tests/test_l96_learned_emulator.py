@@ -212,7 +212,7 @@ def test_noise_scales_the_diffusion_along_the_same_brownian_path():
 
 
 def test_noise_reaches_the_core_of_a_checkpoint_runner():
-    """The anemoi-checkpoint runner's generate takes no increments: its core takes them (noise=0 = no diffusion)."""
+    """The anemoi-checkpoint runner forwards the scaled increments to its core (noise=0 = no diffusion)."""
     from hybrid_eda.models.member_generator_runner import MemberGeneratorRunner
     from member_generator_checkpoints import member_generator_model
 
@@ -225,7 +225,7 @@ def test_noise_reaches_the_core_of_a_checkpoint_runner():
     np.testing.assert_allclose(_members(noisy, noise=0.0), _members(drift_only), atol=1e-5)
     assert not np.allclose(_members(noisy, noise=0.5), _members(noisy), atol=1e-3)
 
-    class Bare:  # a runner without increments= and without a core
+    class Bare:  # a runner without increments=
         def generate(self, backgrounds, guide_analyses, n_members, generator, *, guide_backgrounds=None):
             raise AssertionError("never reached")
 

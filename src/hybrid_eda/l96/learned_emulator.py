@@ -40,8 +40,7 @@ Specs (:func:`hybrid_eda.l96.emulators.get_emulator`)::
   enters only as ``s(phi) dW``, so ``A dW`` is exactly the diffusion ``A s``). ``A = 0`` is the deterministic flow
   (its drift still moves and spreads the members); ``A = 1`` draws nothing itself and is the trained flow bit for
   bit. The scaled increments go to the runner's ``generate(increments=...)`` (the checkpoint runner forwards them to
-  its core); a runner without that parameter is bypassed for its ``.core`` (the
-  :class:`~hybrid_eda.models.member_generator_core.MemberGeneratorCore` it wraps, called with the same tensors).
+  its core); a runner without that parameter refuses ``noise != 1``.
 * ``spread=A`` (default 1, ``A > 0``) rescales the generated members' anomalies about **their own mean** by ``A``,
   per experiment: ``x_j <- e + A (x_j - e)``, ``e`` the mean of the generated members. Their mean, hence the hybrid
   mean (the analysis), is unchanged; only the share of the spread the generated members carry changes. (About the
@@ -298,17 +297,13 @@ class LearnedGenerator(MemberEmulator):
         paths = [brownian_increments(times, (b, n_grid, 1), generator, dtype=torch.float32) for _ in range(n_members)]
         return self.noise * torch.stack(paths).permute(2, 0, 1, 3, 4)  # [n, steps, b, grid, 1] -> [b, n, steps, ...]
 
-    def _noise_target(self, runner: Any) -> Any:
-        """What takes the scaled increments: the runner, or the core it wraps if its ``generate`` lacks them."""
-        if "increments" in self._accepted(runner):
-            return runner
-        core = getattr(runner, "core", None)
-        if core is not None and "increments" in inspect.signature(core.generate).parameters:
-            return core
-        raise UserInputError(
-            f"generator noise={self.noise:g} needs a runner whose generate() takes increments= (or one with a "
-            f".core that does); {type(runner).__name__} has neither: use noise=1."
-        )
+    def _check_noise(self, accepts: set[str], runner: Any) -> None:
+        """``noise != 1`` needs a runner whose ``generate`` takes the scaled increments."""
+        if "increments" not in accepts:
+            raise UserInputError(
+                f"generator noise={self.noise:g} needs a runner whose generate() takes increments=; "
+                f"{type(runner).__name__} does not: use noise=1."
+            )
 
     def _generate(self, backgrounds, guide_analyses, n_members, rng, *, guide_backgrounds, observations):
         import torch
@@ -334,16 +329,14 @@ class LearnedGenerator(MemberEmulator):
                 )
         if self.steps is not None and "steps" in accepts:
             kwargs["steps"] = self.steps
-        generator, target = torch_generator(rng), runner
+        generator = torch_generator(rng)
         if self.noise != 1.0:  # scaled increments, drawn here exactly as the core would draw them
-            target = self._noise_target(runner)
-            if self.steps is not None:
-                kwargs["steps"] = self.steps
+            self._check_noise(accepts, runner)
             b = 1 if not batched else backgrounds.shape[0]
             steps = self._flow_steps(runner)
             kwargs["increments"] = self._increments(b, int(n_members), backgrounds.shape[-1], steps, generator)
         with torch.no_grad():
-            out = target.generate(field(backgrounds), field(guide_analyses), int(n_members), generator, **kwargs)
+            out = runner.generate(field(backgrounds), field(guide_analyses), int(n_members), generator, **kwargs)
         members = getattr(out, "members", out)  # the core returns GeneratedMembers
         members = members.detach().cpu().numpy() if isinstance(members, torch.Tensor) else np.asarray(members)
         members = members[..., 0].astype(np.float64)  # [B, n_members, n]
