@@ -30,7 +30,10 @@ guide backgrounds; clamped; 0 if ``rescale_anomalies`` is off), and
       (+ with ``particle_attention``: du_theta += an ensemble-space term, a learned linear combination of the
       other particles' anomalies and of the guides' analysis and background anomalies with weights from
       grid-pooled query-key products of the tokens, :mod:`hybrid_eda.layers.particle_attention`; its mixing
-      weights start at zero).
+      weights start at zero; with ``ensemble_resolvent``: du_theta += learned sums of resolvents
+      ``(I + P_t)^-1`` of the Gram matrix of all backgrounds, particles and guides, applied to the anomalies, and a
+      mean increment in their span from the innovation, :mod:`hybrid_eda.layers.ensemble_resolvent`; also zero at
+      initialisation).
 
 Untrained model (zero last layer): a deterministic flow whose exact solution is
 ``phi(1) = xb + delta + exp(rho) (b_i - xb)``: the background ensemble shifted by the guides' mean increment and
@@ -68,6 +71,7 @@ from hybrid_eda.flows import (
     integrate,
 )
 from hybrid_eda.layers.blocks import GridGraph, GridMessagePassing
+from hybrid_eda.layers.ensemble_resolvent import EnsembleResolvent, ResolventSet, replica_masks
 from hybrid_eda.layers.member_mixing import MemberMixing, group_mean
 from hybrid_eda.layers.particle_attention import GuideSet, ParticleAttention, guide_values
 
@@ -108,6 +112,13 @@ class MemberGeneratorSettings:
         (:class:`~hybrid_eda.layers.particle_attention.ParticleAttention`); off in checkpoints made before it.
     attention_heads, attention_key_size : int
         Its heads and query/key size per head.
+    ensemble_resolvent : bool
+        Add the ensemble-space resolvent term to the drift correction: learned sums of resolvents of the Gram
+        matrix of all backgrounds (particles and guides) applied to the anomalies, plus a mean increment in their
+        span from the innovation (:class:`~hybrid_eda.layers.ensemble_resolvent.EnsembleResolvent`); off in
+        checkpoints made before it.
+    resolvent_terms : int
+        Its number of resolvents.
     """
 
     latent: int = 32
@@ -124,6 +135,8 @@ class MemberGeneratorSettings:
     particle_attention: bool = False
     attention_heads: int = 2
     attention_key_size: int = 8
+    ensemble_resolvent: bool = False
+    resolvent_terms: int = 4
 
     @property
     def n_features(self) -> int:
@@ -132,7 +145,7 @@ class MemberGeneratorSettings:
 
     def __post_init__(self) -> None:
         names = ("latent", "rounds", "heads", "kernel_hidden", "hidden_ratio", "time_features", "steps")
-        for name in (*names, "attention_heads", "attention_key_size"):
+        for name in (*names, "attention_heads", "attention_key_size", "resolvent_terms"):
             if int(getattr(self, name)) < 1:
                 raise UserInputError(f"generator setting {name} must be >= 1, got {getattr(self, name)}")
         if self.time_features % 2:
@@ -339,6 +352,8 @@ class MemberGeneratorCore(nn.Module):
             self.particle_attention = ParticleAttention(
                 latent, n_variables, heads=settings.attention_heads, key_size=settings.attention_key_size
             )
+        if settings.ensemble_resolvent:  # after the attention: its initial weights do not change either
+            self.ensemble_resolvent = EnsembleResolvent(n_variables, terms=settings.resolvent_terms)
 
     @property
     def graph(self) -> GridGraph:
@@ -428,11 +443,13 @@ class MemberGeneratorCore(nn.Module):
         replica: torch.Tensor,
         n_replicas: int,
         guide_set: GuideSet | None = None,
+        resolvent: tuple[ResolventSet, torch.Tensor] | None = None,
     ) -> SDECoefficients:
         """Drift and diffusion of the particles ``x[b, n, grid, var]`` at time ``t`` (0-d).
 
         ``start_anomaly[b, n, grid, var]`` is each member's ``(b_i - xb) / sb``; ``replica[n]`` its ensemble;
-        ``guide_set`` the guides for the particle attention (:meth:`guide_set`; used only with that setting on).
+        ``guide_set`` the guides for the particle attention (:meth:`guide_set`; used only with that setting on);
+        ``resolvent`` the prepared resolvents and guide values ``[b, N_s, grid, var, 2]`` (:meth:`resolvent_set`).
         """
         b, n = x.shape[:2]
         centre = context.centre + t * context.delta
@@ -457,6 +474,10 @@ class MemberGeneratorCore(nn.Module):
             tokens = h.squeeze(2).transpose(0, 1).reshape(b, n, self.n_grid, -1)  # [b, n, grid, latent]
             values = torch.stack([z, start_anomaly], dim=-1)  # [b, n, grid, var, 2]
             correction = correction + self.particle_attention(tokens, values, replica, n_replicas, guide_set)
+        if resolvent is not None:
+            prepared, guide_vals = resolvent
+            values = torch.stack([z, start_anomaly], dim=-1)  # [b, n, grid, var, 2]
+            correction = correction + self.ensemble_resolvent(values, guide_vals, prepared, n)
         drift = context.delta + context.rate * (x - centre) + context.spread * correction
         return SDECoefficients(drift=drift, diffusion=context.spread * sigma)
 
@@ -469,6 +490,37 @@ class MemberGeneratorCore(nn.Module):
         return self.particle_attention.encode_guides(
             guide_values(guides, guide_backgrounds, context.centre, context.spread)
         )
+
+    def resolvent_set(
+        self,
+        starts: torch.Tensor,
+        guides: torch.Tensor,
+        guide_backgrounds: torch.Tensor | None,
+        observations: torch.Tensor | None,
+        context: GuideContext,
+        n_members: int,
+    ) -> tuple[ResolventSet, torch.Tensor] | None:
+        """Prepared resolvents of ``starts[b, k, grid, var]`` and the guides (with their backgrounds and the
+        observations ``[b, grid, var]``, NaN unobserved), and the guide values ``[b, N_s, grid, var, 2]``; None when
+        ``ensemble_resolvent`` is off."""
+        if not self.settings.ensemble_resolvent:
+            return None
+        scale = self.variable_scale
+        particle = (starts - context.centre) / scale
+        if guide_backgrounds is None:
+            guide = torch.zeros_like(guides)
+        else:
+            guide = (guide_backgrounds - context.centre) / scale
+        centre = context.centre.squeeze(1)  # [b, grid, var]
+        if observations is None:
+            innovation = torch.zeros_like(centre)
+        else:
+            observed = torch.isfinite(observations)
+            innovation = torch.where(observed, (torch.nan_to_num(observations) - centre) / scale, 0.0)
+        rhs = torch.stack([innovation, context.delta.squeeze(1) / scale], dim=1)  # [b, 2, grid, var]
+        masks = replica_masks(starts.shape[1], n_members, dtype=starts.dtype, device=starts.device)
+        prepared = self.ensemble_resolvent.prepare(particle, guide, rhs, masks)
+        return prepared, guide_values(guides, guide_backgrounds, context.centre, context.spread)
 
     # ----------------------------------------------------------------------------------------------- generate
     def generate(
@@ -566,9 +618,10 @@ class MemberGeneratorCore(nn.Module):
         x0 = starts.index_select(1, start_index)  # [b, n, grid, var]
         start_anomaly = (x0 - context.centre) / context.spread
         guide_set = self.guide_set(guides, guide_bg, context)
+        resolvent = self.resolvent_set(starts, guides, guide_bg, obs, context, n_members)
 
         def field(x: torch.Tensor, t: torch.Tensor) -> SDECoefficients:
-            return self.coefficients(x, t, context, start_anomaly, replica, n_replicas, guide_set)
+            return self.coefficients(x, t, context, start_anomaly, replica, n_replicas, guide_set, resolvent)
 
         solution = integrate(
             field,
