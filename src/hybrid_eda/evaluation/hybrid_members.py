@@ -153,6 +153,9 @@ class MemberSource(ABC):
     #: Short name (the ``hybrid:<name>`` row) and what the table says about it.
     name: str = ""
     label: str = ""
+    #: ``(date, N_s, members [N - N_s, G, F])`` of the latest call (:class:`~hybrid_eda.evaluation.hybrid_spread.
+    #: RescaledSpread` rows reuse them instead of generating again).
+    last: tuple[datetime, int, np.ndarray] | None = None
 
     def members(self, case: HybridCase, n_real: int, seed: int) -> np.ndarray:
         """Members ``N_s + 1 .. N`` ``[N - N_s, G, F]``: never sees ``case.analyses[N_s:]`` (only a view is passed)."""
@@ -163,6 +166,7 @@ class MemberSource(ABC):
             raise ValueError(f"{self.name}: generated members have shape {out.shape}, expected {expected}")
         if not np.isfinite(out).all():
             raise RuntimeError(f"{self.name}: non-finite generated members at {case.date.isoformat()}")
+        self.last = (case.date, n_real, out)
         return out
 
     @abstractmethod
@@ -199,7 +203,9 @@ class ModelSource(MemberSource):
         permuted = dataclasses.replace(case, variables=tuple(fields), backgrounds=case.backgrounds[..., self.order],
                                        analyses=case.analyses[..., self.order], truth=case.truth[..., self.order],
                                        extra_analyses=None)  # fmt: skip
-        return super().members(permuted, n_real, seed)[..., inverse]
+        out = super().members(permuted, n_real, seed)[..., inverse]
+        self.last = (case.date, n_real, out)
+        return out
 
     def _generate(self, starts, guides, guide_backgrounds, seed):
         import torch

@@ -3,6 +3,7 @@
     hybrid-eda synthetic --grid O32 --levels 5 --members 50 --seed 2 --end 2023-03-03T18 --out test-eda
     hybrid-eda evaluate members --test test-eda --real 14 --out eval        # untrained flow + Gaussian resampling
     hybrid-eda evaluate members CKPT --test test-eda --real 14 --out eval   # + the trained member generator
+    hybrid-eda evaluate members CKPT --test train-eda --dates 44 45 --spread 0.9 t=0.9,q=0.85 --baselines  # tuning
 
 Writes ``summary.json`` (:meth:`~hybrid_eda.evaluation.hybrid_members.HybridEvaluation.summary`), ``maps.png`` (the
 std of the N_s real members, of each hybrid and of the full EDA, one field on the first date) and prints the table:
@@ -51,6 +52,10 @@ def add_parser(what: argparse._SubParsersAction) -> None:
                         help="sources besides CHECKPOINT (default: all; none: --baselines alone)")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0, help="seed of the generated members' noise (default 0)")
     parser.add_argument("--steps", type=int, default=None, help="integration steps of the generators (default theirs)")
+    parser.add_argument("--spread", nargs="+", default=[], metavar="SPEC",
+                        help="also score CHECKPOINT's members with their anomalies rescaled, one row per SPEC: A "
+                        "(every variable) or VAR=A pairs, e.g. 0.9 t=0.9,q=0.85 (same draws; tune on other dates "
+                        "than the test's; hybrid_eda.evaluation.hybrid_spread)")  # fmt: skip
     parser.add_argument("--field", default=None, help="field of the maps, e.g. t_3 (default: t at a middle level)")
     parser.add_argument("--out", type=output_dir, default=Path("members-evaluation"),
                         help="output folder (default members-evaluation)")  # fmt: skip
@@ -139,6 +144,7 @@ def run_members(args: argparse.Namespace) -> int:
         read_cases,
     )
     from hybrid_eda.evaluation.hybrid_members import untrained_flow as make_untrained
+    from hybrid_eda.evaluation.hybrid_spread import RescaledSpread, parse_spread
 
     started = time.perf_counter()
     if args.real < 2:
@@ -147,6 +153,9 @@ def run_members(args: argparse.Namespace) -> int:
         raise UserInputError(f"--steps must be >= 1, got {args.steps}")
     if args.checkpoint is None and not args.baselines:
         raise UserInputError("nothing to evaluate: give CHECKPOINT or keep --baselines")
+    if args.spread and args.checkpoint is None:
+        raise UserInputError("--spread rescales the members of CHECKPOINT; give a checkpoint")
+    rescaled = [parse_spread(spec) for spec in args.spread]
     _, info = read_cases(args.test, args.dates)
     if not 2 <= args.real < info["members"]:
         raise UserInputError(f"--real {args.real} of the {info['members']} members of {args.test}: need 2 <= N_s < N")
@@ -156,6 +165,7 @@ def run_members(args: argparse.Namespace) -> int:
     if args.checkpoint is not None:
         sources.append(ModelSource(_load_generator(args.checkpoint), "trained", "from the member generator",
                                    steps=args.steps))  # fmt: skip
+        sources.extend(RescaledSpread(sources[0], factors) for factors in rescaled)
     cases = iter(cases)
     first = next(cases)
     if "untrained" in args.baselines:
@@ -177,9 +187,11 @@ def run_members(args: argparse.Namespace) -> int:
     summary = evaluation.summary()
     summary["source"] = {"test": str(args.test), "seed": info["seed"], "grid": info["grid"].name,
                          "checkpoint": None if args.checkpoint is None else str(args.checkpoint),
-                         "noise_seed": args.seed, "steps": args.steps}  # fmt: skip
+                         "noise_seed": args.seed, "steps": args.steps, "spread": args.spread,
+                         "dates": args.dates}  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
-    names = ["real", *(f"hybrid:{s.name}" for s in sources), "full"]
+    mapped = [s for s in sources if not isinstance(s, RescaledSpread)] + [s for s in sources[1:2] if rescaled]
+    names = ["real", *(f"hybrid:{s.name}" for s in mapped), "full"]  # of the --spread rows the first only
     write_std_maps(evaluation, args.out / "maps.png", field, names, info["grid"].longitudes, info["grid"].latitudes)
     summary["maps"] = {"field": field, "date": evaluation.dates[0].isoformat(), "ensembles": names}
     summary["timings_s"]["total"] = round(time.perf_counter() - started, 1)
