@@ -233,11 +233,12 @@ def test_runner_errors_name_the_problem(tmp_path):
 def test_shipped_model_config_parameter_count_is_the_stated_one():
     from hybrid_eda.resources import configs_dir
 
-    assert _model().n_parameters == 18_190  # member_generator_l96 ships particle attention
-    assert _model(particle_attention=False).n_parameters == 15_974
+    assert _model().n_parameters == 18_242  # member_generator_l96 ships particle attention and the resolvent
+    assert _model(ensemble_resolvent=False).n_parameters == 18_190
+    assert _model(particle_attention=False, ensemble_resolvent=False).n_parameters == 15_974
     text = (configs_dir() / "model" / "member_generator.yaml").read_text()
     assert "15,974 for one field with observations" in text
-    assert "18,190 with particle_attention" in text
+    assert "18,190 with particle_attention; 18,242 with ensemble_resolvent too" in text
 
 
 # ---------------------------------------------------------------------------------------------------- anemoi
