@@ -127,7 +127,6 @@ class EnsembleResolvent(nn.Module):
         resolvent = torch.linalg.solve(eye + gram, eye.expand_as(gram))  # [b, R, T, M, M] symmetric
         mean = torch.einsum("brtmn,btqn->brtqm", resolvent, projected) * mask[None, :, None, None, :]
         source = torch.cat([resolvent.new_zeros(k, dtype=torch.long), resolvent.new_ones(n_guides, dtype=torch.long)])
-        source = source.to(gram.device)
         transform_w = self.transform_mixing.index_select(1, source)  # [T, M, c, var]
         mean_w = self.mean_mixing.index_select(2, source)  # [T, q, M, c, var]
         weights = torch.einsum("brtji,tjcv->brjicv", resolvent[..., :k], transform_w)  # [b, R, M, k, c, var]

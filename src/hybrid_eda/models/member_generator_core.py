@@ -470,26 +470,23 @@ class MemberGeneratorCore(nn.Module):
             h = mixing(mp(h, self.graph), group, b * n_replicas)
         out = self.output(h.squeeze(2)).transpose(0, 1).reshape(b, n, self.n_grid, 2, self.n_variables)
         correction, sigma = out.unbind(dim=-2)  # [b, n, grid, var] each
+        if self.settings.particle_attention or resolvent is not None:
+            values = torch.stack([z, start_anomaly], dim=-1)  # [b, n, grid, var, 2]: both terms' particle values
         if self.settings.particle_attention:
             tokens = h.squeeze(2).transpose(0, 1).reshape(b, n, self.n_grid, -1)  # [b, n, grid, latent]
-            values = torch.stack([z, start_anomaly], dim=-1)  # [b, n, grid, var, 2]
             correction = correction + self.particle_attention(tokens, values, replica, n_replicas, guide_set)
         if resolvent is not None:
             prepared, guide_vals = resolvent
-            values = torch.stack([z, start_anomaly], dim=-1)  # [b, n, grid, var, 2]
             correction = correction + self.ensemble_resolvent(values, guide_vals, prepared, n)
         drift = context.delta + context.rate * (x - centre) + context.spread * correction
         return SDECoefficients(drift=drift, diffusion=context.spread * sigma)
 
-    def guide_set(
-        self, guides: torch.Tensor, guide_backgrounds: torch.Tensor | None, context: GuideContext
-    ) -> GuideSet | None:
-        """The guides ``[b, N_s, grid, var]`` (and their backgrounds) for the particle attention; None when off."""
+    def guide_set(self, values: torch.Tensor | None) -> GuideSet | None:
+        """The guide values ``[b, N_s, grid, var, 2]`` (:func:`guide_values`) encoded for the particle attention;
+        None when off."""
         if not self.settings.particle_attention:
             return None
-        return self.particle_attention.encode_guides(
-            guide_values(guides, guide_backgrounds, context.centre, context.spread)
-        )
+        return self.particle_attention.encode_guides(values)
 
     def resolvent_set(
         self,
@@ -499,10 +496,11 @@ class MemberGeneratorCore(nn.Module):
         observations: torch.Tensor | None,
         context: GuideContext,
         n_members: int,
+        values: torch.Tensor | None,
     ) -> tuple[ResolventSet, torch.Tensor] | None:
         """Prepared resolvents of ``starts[b, k, grid, var]`` and the guides (with their backgrounds and the
-        observations ``[b, grid, var]``, NaN unobserved), and the guide values ``[b, N_s, grid, var, 2]``; None when
-        ``ensemble_resolvent`` is off."""
+        observations ``[b, grid, var]``, NaN unobserved), with the guide values ``[b, N_s, grid, var, 2]``
+        (:func:`guide_values`); None when ``ensemble_resolvent`` is off."""
         if not self.settings.ensemble_resolvent:
             return None
         scale = self.variable_scale
@@ -520,7 +518,7 @@ class MemberGeneratorCore(nn.Module):
         rhs = torch.stack([innovation, context.delta.squeeze(1) / scale], dim=1)  # [b, 2, grid, var]
         masks = replica_masks(starts.shape[1], n_members, dtype=starts.dtype, device=starts.device)
         prepared = self.ensemble_resolvent.prepare(particle, guide, rhs, masks)
-        return prepared, guide_values(guides, guide_backgrounds, context.centre, context.spread)
+        return prepared, values
 
     # ----------------------------------------------------------------------------------------------- generate
     def generate(
@@ -617,8 +615,11 @@ class MemberGeneratorCore(nn.Module):
         context = self.condition(starts, guides, guide_bg, obs)
         x0 = starts.index_select(1, start_index)  # [b, n, grid, var]
         start_anomaly = (x0 - context.centre) / context.spread
-        guide_set = self.guide_set(guides, guide_bg, context)
-        resolvent = self.resolvent_set(starts, guides, guide_bg, obs, context, n_members)
+        guide_vals = None  # the guides' [b, N_s, grid, var, 2], once for both ensemble-space terms
+        if self.settings.particle_attention or self.settings.ensemble_resolvent:
+            guide_vals = guide_values(guides, guide_bg, context.centre, context.spread)
+        guide_set = self.guide_set(guide_vals)
+        resolvent = self.resolvent_set(starts, guides, guide_bg, obs, context, n_members, guide_vals)
 
         def field(x: torch.Tensor, t: torch.Tensor) -> SDECoefficients:
             return self.coefficients(x, t, context, start_anomaly, replica, n_replicas, guide_set, resolvent)
