@@ -62,6 +62,7 @@ __all__ = [
     "read_cases",
     "targets",
     "untrained_flow",
+    "variable_of",
 ]
 
 LOGGER = logging.getLogger(__name__)
@@ -417,6 +418,11 @@ class HybridEvaluation:
         }
 
 
+def variable_of(field: str) -> str:
+    """The variable of a field: ``t_3`` -> ``t``, ``lnsp_1`` -> ``lnsp`` (a name without ``_`` is its own)."""
+    return field.rsplit("_", 1)[0] if "_" in field else field
+
+
 def _by_variable(
     fields: Sequence[str],
     crps_ratio: np.ndarray,
@@ -431,7 +437,7 @@ def _by_variable(
     variable). ``std_mse_reduction`` is ``1 - mean(std_nmse) / mean(real_std_nmse)`` over the variable's fields, as
     the summary's overall one is over all fields.
     """
-    names = [f.rsplit("_", 1)[0] if "_" in f else f for f in fields]
+    names = [variable_of(f) for f in fields]
     out: dict[str, dict[str, float]] = {}
     for name in dict.fromkeys(names):
         idx = [i for i, n in enumerate(names) if n == name]

@@ -190,8 +190,9 @@ def run_members(args: argparse.Namespace) -> int:
                          "noise_seed": args.seed, "steps": args.steps, "spread": args.spread,
                          "dates": args.dates}  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
-    mapped = [s for s in sources if not isinstance(s, RescaledSpread)] + [s for s in sources[1:2] if rescaled]
-    names = ["real", *(f"hybrid:{s.name}" for s in mapped), "full"]  # of the --spread rows the first only
+    spread_rows = [s for s in sources if isinstance(s, RescaledSpread)]
+    mapped = [s for s in sources if not isinstance(s, RescaledSpread)] + spread_rows[:1]  # of those the first only
+    names = ["real", *(f"hybrid:{s.name}" for s in mapped), "full"]
     write_std_maps(evaluation, args.out / "maps.png", field, names, info["grid"].longitudes, info["grid"].latitudes)
     summary["maps"] = {"field": field, "date": evaluation.dates[0].isoformat(), "ensembles": names}
     summary["timings_s"]["total"] = round(time.perf_counter() - started, 1)

@@ -19,17 +19,12 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from hybrid_eda.errors import UserInputError
-from hybrid_eda.evaluation.hybrid_members import HybridCase, MemberSource
+from hybrid_eda.evaluation.hybrid_members import HybridCase, MemberSource, variable_of
 
 __all__ = ["RescaledSpread", "field_factors", "parse_spread", "variable_of"]
 
 #: Key of a spec's factor for every variable it does not name (``"0.9"`` is ``{"*": 0.9}``).
 ALL = "*"
-
-
-def variable_of(field: str) -> str:
-    """The variable of a field: ``t_3`` -> ``t``, ``lnsp_1`` -> ``lnsp`` (a name without ``_`` is its own)."""
-    return field.rsplit("_", 1)[0] if "_" in field else field
 
 
 def parse_spread(spec: str) -> dict[str, float]:
