@@ -23,6 +23,12 @@ sec. 10.4; Rumelin 1982). When ``s_i`` depends on other components (as the gener
 neighbours and pooled ensemble features) the iterated integrals ``int dW_i dW_j`` (Levy areas) are missing and
 the strong order drops to 0.5; the weak order stays 1. ``tests/test_flows.py`` measures all three numbers.
 Euler-Maruyama is not offered: for state-dependent noise it converges to the Ito solution, another SDE.
+
+An optional *additive* increment ``a_k`` per step (noise that does not depend on the state, e.g. the member
+generator's ensemble-space noise, :mod:`hybrid_eda.layers.ensemble_noise`) is added where the scheme adds its
+``s dW``: for additive noise Stratonovich equals Ito, and for a coefficient constant over the step Heun's trapezoid
+``(A(t) + A(t + h)) dW / 2`` is ``a_k = A dW`` itself (midpoint: half in the predictor, all in the corrector).
+Without it (``additive=None``) the schemes are exactly the ones above.
 """
 
 from __future__ import annotations
@@ -85,28 +91,59 @@ class StratonovichScheme(ABC):
     evaluations: int = 2
 
     @abstractmethod
-    def step(self, field: Field, x: torch.Tensor, t: torch.Tensor, h: torch.Tensor, dw: torch.Tensor) -> torch.Tensor:
-        """State at ``t + h`` from ``x`` at ``t`` and the Brownian increment ``dw`` (the state's shape)."""
+    def step(
+        self,
+        field: Field,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        h: torch.Tensor,
+        dw: torch.Tensor,
+        additive: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """State at ``t + h`` from ``x`` at ``t``, the Brownian increment ``dw`` and an optional additive increment
+        ``additive`` (both the state's shape; see the module docstring)."""
 
 
 class StochasticHeun(StratonovichScheme):
     """Stochastic Heun (trapezoidal predictor-corrector); see the module docstring."""
 
-    def step(self, field: Field, x: torch.Tensor, t: torch.Tensor, h: torch.Tensor, dw: torch.Tensor) -> torch.Tensor:
+    def step(
+        self,
+        field: Field,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        h: torch.Tensor,
+        dw: torch.Tensor,
+        additive: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         first = field(x, t)
         guess = x + first.drift * h + first.diffusion * dw
+        if additive is not None:
+            guess = guess + additive
         second = field(guess, t + h)
-        return x + 0.5 * (first.drift + second.drift) * h + 0.5 * (first.diffusion + second.diffusion) * dw
+        out = x + 0.5 * (first.drift + second.drift) * h + 0.5 * (first.diffusion + second.diffusion) * dw
+        return out if additive is None else out + additive
 
 
 class StochasticMidpoint(StratonovichScheme):
     """Stochastic midpoint rule; see the module docstring."""
 
-    def step(self, field: Field, x: torch.Tensor, t: torch.Tensor, h: torch.Tensor, dw: torch.Tensor) -> torch.Tensor:
+    def step(
+        self,
+        field: Field,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        h: torch.Tensor,
+        dw: torch.Tensor,
+        additive: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         first = field(x, t)
         middle = x + 0.5 * (first.drift * h + first.diffusion * dw)
+        if additive is not None:
+            middle = middle + 0.5 * additive
         second = field(middle, t + 0.5 * h)
-        return x + second.drift * h + second.diffusion * dw
+        out = x + second.drift * h + second.diffusion * dw
+        return out if additive is None else out + additive
 
 
 def _checked(field: Field) -> Field:
@@ -142,6 +179,7 @@ def integrate(
     *,
     scheme: StratonovichScheme | None = None,
     return_trajectory: bool = False,
+    additive: torch.Tensor | None = None,
 ) -> FlowSolution:
     """Integrate ``dX = u dt + s o dW`` from ``x0`` at ``times[0]`` to ``times[-1]`` (differentiable).
 
@@ -160,6 +198,9 @@ def integrate(
         Default :class:`StochasticHeun`.
     return_trajectory : bool
         Also return the state at every time.
+    additive : torch.Tensor, optional
+        State-independent increments ``[steps, *x0.shape]`` added once per step (see the module docstring); None:
+        the plain schemes.
 
     Returns
     -------
@@ -178,11 +219,17 @@ def integrate(
         raise UserInputError(msg)
     times = times.to(dtype=x0.dtype, device=x0.device)
     increments = increments.to(dtype=x0.dtype, device=x0.device)
+    if additive is not None:
+        if tuple(additive.shape) != (steps, *x0.shape):
+            msg = f"additive must be [steps={steps}, *state={tuple(x0.shape)}], got {tuple(additive.shape)}"
+            raise UserInputError(msg)
+        additive = additive.to(dtype=x0.dtype, device=x0.device)
     checked = _checked(field)
     x = x0
     path = [x0] if return_trajectory else None
     for k in range(steps):
-        x = scheme.step(checked, x, times[k], times[k + 1] - times[k], increments[k])
+        extra = None if additive is None else additive[k]
+        x = scheme.step(checked, x, times[k], times[k + 1] - times[k], increments[k], extra)
         if path is not None:
             path.append(x)
     trajectory = torch.stack(path) if path is not None else None

@@ -34,6 +34,11 @@ guide backgrounds; clamped; 0 if ``rescale_anomalies`` is off), and
       ``(I + P_t)^-1`` of the Gram matrix of all backgrounds, particles and guides, applied to the anomalies, and a
       mean increment in their span from the innovation, :mod:`hybrid_eda.layers.ensemble_resolvent`; also zero at
       initialisation).
+    With ``ensemble_noise``, each step also adds an additive noise ``a_i``, the member's own Brownian increment
+    projected into the span of all background anomalies through learned resolvents of their Gram matrix over the
+    observed points (:mod:`hybrid_eda.layers.ensemble_noise`): the stochastic EnKF's ``K e_j``, which the elementwise
+    diffusion cannot produce. Its scales start small but positive, so it is *not* part of the untrained closed form
+    below (off, nothing changes).
 
 Untrained model (zero last layer): a deterministic flow whose exact solution is
 ``phi(1) = xb + delta + exp(rho) (b_i - xb)``: the background ensemble shifted by the guides' mean increment and
@@ -71,6 +76,7 @@ from hybrid_eda.flows import (
     integrate,
 )
 from hybrid_eda.layers.blocks import GridGraph, GridMessagePassing
+from hybrid_eda.layers.ensemble_noise import EnsembleNoise
 from hybrid_eda.layers.ensemble_resolvent import EnsembleResolvent, ResolventSet, replica_masks
 from hybrid_eda.layers.member_mixing import MemberMixing, group_mean
 from hybrid_eda.layers.particle_attention import GuideSet, ParticleAttention, guide_values
@@ -118,7 +124,12 @@ class MemberGeneratorSettings:
         span from the innovation (:class:`~hybrid_eda.layers.ensemble_resolvent.EnsembleResolvent`); off in
         checkpoints made before it.
     resolvent_terms : int
-        Its number of resolvents.
+        Its number of resolvents (also the ensemble noise's).
+    ensemble_noise : bool
+        Add the ensemble-space additive noise to each flow step
+        (:class:`~hybrid_eda.layers.ensemble_noise.EnsembleNoise`); off in checkpoints made before it.
+    ensemble_noise_init : float
+        Its initial scale per term and variable (climatological units; 0 adds nothing but does not train).
     """
 
     latent: int = 32
@@ -137,6 +148,8 @@ class MemberGeneratorSettings:
     attention_key_size: int = 8
     ensemble_resolvent: bool = False
     resolvent_terms: int = 4
+    ensemble_noise: bool = False
+    ensemble_noise_init: float = 0.02
 
     @property
     def n_features(self) -> int:
@@ -354,6 +367,10 @@ class MemberGeneratorCore(nn.Module):
             )
         if settings.ensemble_resolvent:  # after the attention: its initial weights do not change either
             self.ensemble_resolvent = EnsembleResolvent(n_variables, terms=settings.resolvent_terms)
+        if settings.ensemble_noise:  # draws no random numbers: the other layers' initial weights do not change
+            self.ensemble_noise = EnsembleNoise(
+                n_variables, terms=settings.resolvent_terms, init=settings.ensemble_noise_init
+            )
 
     @property
     def graph(self) -> GridGraph:
@@ -504,11 +521,7 @@ class MemberGeneratorCore(nn.Module):
         if not self.settings.ensemble_resolvent:
             return None
         scale = self.variable_scale
-        particle = (starts - context.centre) / scale
-        if guide_backgrounds is None:
-            guide = torch.zeros_like(guides)
-        else:
-            guide = (guide_backgrounds - context.centre) / scale
+        particle, guide = self._anomaly_features(starts, guides, guide_backgrounds, context)
         centre = context.centre.squeeze(1)  # [b, grid, var]
         if observations is None:
             innovation = torch.zeros_like(centre)
@@ -519,6 +532,36 @@ class MemberGeneratorCore(nn.Module):
         masks = replica_masks(starts.shape[1], n_members, dtype=starts.dtype, device=starts.device)
         prepared = self.ensemble_resolvent.prepare(particle, guide, rhs, masks)
         return prepared, values
+
+    def _anomaly_features(
+        self, starts: torch.Tensor, guides: torch.Tensor, guide_backgrounds: torch.Tensor | None, context: GuideContext
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``F_j``: the starts' and the guides' background anomalies in climatological units (zeros for guides
+        without backgrounds), ``[b, k, grid, var]`` and ``[b, N_s, grid, var]``."""
+        particle = (starts - context.centre) / self.variable_scale
+        if guide_backgrounds is None:
+            return particle, torch.zeros_like(guides)
+        return particle, (guide_backgrounds - context.centre) / self.variable_scale
+
+    def noise_increments(
+        self,
+        increments: torch.Tensor,
+        starts: torch.Tensor,
+        guides: torch.Tensor,
+        guide_backgrounds: torch.Tensor | None,
+        observations: torch.Tensor | None,
+        context: GuideContext,
+        replica: torch.Tensor,
+    ) -> torch.Tensor | None:
+        """The ensemble-space noise ``[steps, b, n, grid, var]`` (physical units) from the members' Brownian
+        ``increments[steps, b, n, grid, var]`` (:mod:`hybrid_eda.layers.ensemble_noise`); None when off."""
+        if not self.settings.ensemble_noise:
+            return None
+        particle, guide = self._anomaly_features(starts, guides, guide_backgrounds, context)
+        observed = None if observations is None else torch.isfinite(observations).to(particle.dtype)
+        masks = replica_masks(starts.shape[1], replica.numel(), dtype=starts.dtype, device=starts.device)
+        prepared = self.ensemble_noise.prepare(particle, guide, observed, masks)
+        return self.ensemble_noise(increments, prepared, replica) * self.variable_scale
 
     # ----------------------------------------------------------------------------------------------- generate
     def generate(
@@ -624,13 +667,16 @@ class MemberGeneratorCore(nn.Module):
         def field(x: torch.Tensor, t: torch.Tensor) -> SDECoefficients:
             return self.coefficients(x, t, context, start_anomaly, replica, n_replicas, guide_set, resolvent)
 
+        dw = increments.transpose(0, 2).transpose(1, 2)  # [steps, b, n, grid, var]
+        additive = self.noise_increments(dw, starts, guides, guide_bg, obs, context, replica)
         solution = integrate(
             field,
             x0,
             times,
-            increments.transpose(0, 2).transpose(1, 2),  # [steps, b, n, grid, var]
+            dw,
             scheme=scheme or StochasticHeun(),
             return_trajectory=return_trajectory,
+            additive=additive,
         )
         members = solution.final if batched else solution.final.squeeze(0)
         trajectory = solution.trajectory

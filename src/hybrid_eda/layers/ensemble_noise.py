@@ -1,0 +1,137 @@
+"""Ensemble-space noise: each member's own Brownian increments projected into the span of the background anomalies.
+
+A stochastic (perturbed-observation) EnKF member's analysis anomaly is ``(I - K) xb'_j + K e_j``: besides a
+deterministic transform of the backgrounds (:mod:`hybrid_eda.layers.ensemble_resolvent`) it carries the member's own
+observation perturbation ``e_j ~ N(0, r I)`` through the gain, noise in the span of the background anomalies with
+covariance ``K R K^T``. An elementwise diffusion on the grid cannot put noise there; this layer can. With
+``F_j[grid, var]`` member ``j``'s background anomaly from the mean of all backgrounds in climatological units (as in
+the resolvent layer; particles and guides of one replica, ``M = k + N_s`` sources, zeros for absent ones), ``H`` the
+observed flag per point and variable (1 everywhere without observations) and ``dW_i`` member ``i``'s Brownian
+increment of one flow step (the same seeded draw the elementwise diffusion uses)::
+
+    P_t = [ sum_pv w_tv H F_i F_j / grid ]_ij,   R_t = (I + P_t)^-1                    (term t = 1 .. T)
+    e_ti = [ sum_pv w_tv H F_m dW_i / grid ]_m                                          ([M] per member)
+    a_i(p, v) = variable_scale_v * sum_t s_tv sum_m F_m(p, v) (R_t e_ti)_m               (the step's increment)
+
+``w_tv = exp(log_w_tv) > 0`` are learned gains (log-spaced initially, as the resolvent layer's) and ``s_tv`` learned
+scales. ``a_i`` does not depend on the state, so it is additive noise (Stratonovich = Ito) and the flow adds it once
+per step (:func:`hybrid_eda.flows.integrate`'s ``additive``). Over the flow's unit time ``sum_k dW_ik ~ N(0, I)``,
+so with one variable, one term, every point observed and ``c = grid / w`` the noise is
+``s F (F^T F + c I)^-1 F^T xi``: the EnKF's ``K e_j`` in distribution when ``c = (N - 1) r / variable_scale^2`` and
+``s = sqrt(r) / variable_scale`` (``K = F (F^T F + c I)^-1 F^T`` in climatological units); its covariance
+``s^2 F (G + c I)^-1 G (G + c I)^-1 F^T`` lies in ``span(F)`` and has the eigenvalues
+``s^2 lambda^2 / (lambda + c)^2`` there (``lambda`` those of ``G = F^T F``). With partial observations ``H`` the Gram
+matrix and projection run over the observed points, as the EnKF's ``H X``.
+
+Permuting the particles (with their increments) permutes the noise; permuting the guides leaves it unchanged. The
+CRPS gradient with respect to a zero scale vanishes in expectation (the loss is even in ``s``), so the scales start
+small but positive (``init``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import torch
+from torch import nn
+
+
+@dataclasses.dataclass(frozen=True)
+class NoiseSet:
+    """What :meth:`EnsembleNoise.prepare` computes once per generation.
+
+    Attributes
+    ----------
+    features : torch.Tensor
+        ``[b, M, grid, var]`` the sources' ``F_j`` (particles then guides).
+    weighted : torch.Tensor
+        ``[b, T, M, grid, var]``: ``w_tv H F_j / grid``.
+    resolvent : torch.Tensor
+        ``[b, R, T, M, M]``: ``R_t`` per replica (absent particles decoupled).
+    mask : torch.Tensor
+        ``[R, M]``: 1 where replica ``r`` holds source ``j``.
+    """
+
+    features: torch.Tensor
+    weighted: torch.Tensor
+    resolvent: torch.Tensor
+    mask: torch.Tensor
+
+
+class EnsembleNoise(nn.Module):
+    """Learned ensemble-space additive noise (module docstring).
+
+    Parameters
+    ----------
+    n_variables : int
+        Variables per point, ``var``.
+    terms : int
+        Resolvent terms ``T``.
+    gains : tuple of float
+        Smallest and largest initial gain ``w_tv`` (log-spaced over the terms; learned).
+    init : float
+        Initial scale ``s_tv`` of every term (0 gives a layer that adds exactly nothing, but whose scale a CRPS
+        gradient does not move in expectation).
+    """
+
+    def __init__(
+        self, n_variables: int, *, terms: int = 4, gains: tuple[float, float] = (1.0, 1000.0), init: float = 0.02
+    ) -> None:
+        super().__init__()
+        self.terms = int(terms)
+        lo, hi = math.log(gains[0]), math.log(gains[1])
+        start = torch.linspace(lo, hi, self.terms) if self.terms > 1 else torch.tensor([0.5 * (lo + hi)])
+        self.log_gain = nn.Parameter(start[:, None].repeat(1, n_variables))
+        self.scale = nn.Parameter(torch.full((self.terms, n_variables), float(init)))
+
+    def prepare(
+        self,
+        particle_features: torch.Tensor,
+        guide_features: torch.Tensor,
+        observed: torch.Tensor | None,
+        masks: torch.Tensor,
+    ) -> NoiseSet:
+        """Resolvents of every replica.
+
+        Parameters
+        ----------
+        particle_features : torch.Tensor
+            ``[b, k, grid, var]`` the starts' ``F_j``.
+        guide_features : torch.Tensor
+            ``[b, N_s, grid, var]`` the guides' ``F_l`` (zeros without guide backgrounds).
+        observed : torch.Tensor or None
+            ``[b, grid, var]`` 1 where observed, 0 elsewhere; None: everywhere.
+        masks : torch.Tensor
+            ``[R, k]`` from :func:`~hybrid_eda.layers.ensemble_resolvent.replica_masks`.
+        """
+        n_grid = particle_features.shape[2]
+        features = torch.cat([particle_features, guide_features], dim=1)  # [b, M, grid, var]
+        gain = self.log_gain.exp() / n_grid  # [T, var]
+        weighted = torch.einsum("bmpv,tv->btmpv", features, gain)
+        if observed is not None:
+            weighted = weighted * observed[:, None, None]
+        gram = torch.einsum("btmpv,bnpv->btmn", weighted, features)  # [b, T, M, M]
+        mask = torch.cat([masks, masks.new_ones(masks.shape[0], guide_features.shape[1])], dim=1)  # [R, M]
+        gram = gram[:, None] * (mask[:, :, None] * mask[:, None, :])[None, :, None]  # [b, R, T, M, M]
+        eye = torch.eye(gram.shape[-1], dtype=gram.dtype, device=gram.device)
+        resolvent = torch.linalg.solve(eye + gram, eye.expand_as(gram))
+        return NoiseSet(features, weighted, resolvent, mask)
+
+    def forward(self, increments: torch.Tensor, prepared: NoiseSet, replica: torch.Tensor) -> torch.Tensor:
+        """Noise increments ``[steps, b, n, grid, var]`` in climatological units (multiply by ``variable_scale``).
+
+        Parameters
+        ----------
+        increments : torch.Tensor
+            ``[steps, b, n, grid, var]`` the members' Brownian increments.
+        prepared : NoiseSet
+        replica : torch.Tensor
+            ``[n]`` long: each member's replica.
+        """
+        mask = prepared.mask.index_select(0, replica)  # [n, M]
+        projected = torch.einsum("btmpv,sbnpv->sbtnm", prepared.weighted, increments) * mask
+        resolvent = prepared.resolvent.index_select(1, replica)  # [b, n, T, M, M]
+        coefficients = torch.einsum("bntml,sbtnl->sbtnm", resolvent, projected) * mask
+        scaled = torch.einsum("sbtnm,tv->sbnmv", coefficients, self.scale)
+        return torch.einsum("sbnmv,bmpv->sbnpv", scaled, prepared.features)
