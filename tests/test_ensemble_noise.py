@@ -30,7 +30,7 @@ def _linear_map(layer, particles, guides, observed, n, member):
     increments = torch.zeros(grid * var, b, n, grid, var, dtype=torch.float64)
     increments[:, :, member] = basis[:, :, 0]
     replica = torch.div(torch.arange(n), k, rounding_mode="floor")
-    out = layer(increments, prepared, replica)  # [grid * var, b, n, grid, var]
+    out = layer(increments, prepared, replica, int(replica.max()) + 1)  # [grid * var, b, n, grid, var]
     return out[:, 0, member].reshape(grid * var, grid * var).t(), out  # column e: the noise of basis vector e
 
 
@@ -42,7 +42,7 @@ def test_noise_is_the_enkf_gain_applied_to_the_increments(partial):
     ``e = H xi``, computed here in grid space."""
     g = torch.Generator().manual_seed(0)
     grid, k, n_guides, w, s = 13, 4, 3, 9.0, 0.7
-    layer = EnsembleNoise(1, terms=1, init=s).double()
+    layer = EnsembleNoise(1, terms=1, init=s, centred=False).double()
     layer.log_gain.fill_(math.log(w))
     layer.scale.fill_(s)  # exactly s in float64
     f = torch.randn(1, k + n_guides, grid, 1, generator=g, dtype=torch.float64)
@@ -69,7 +69,7 @@ def test_noise_lies_in_the_span_of_the_replicas_anomalies():
     not zero."""
     g = torch.Generator().manual_seed(1)
     grid, var, k, n_guides, n = 10, 2, 4, 3, 7
-    layer = EnsembleNoise(var, terms=3, gains=(0.5, 50.0)).double()
+    layer = EnsembleNoise(var, terms=3, gains=(0.5, 50.0), centred=False).double()
     layer.scale.copy_(torch.randn(layer.scale.shape, generator=g, dtype=torch.float64))
     f = torch.randn(1, k + n_guides, grid, var, generator=g, dtype=torch.float64)
     observed = (torch.rand(1, grid, var, generator=g) > 0.3).double()
@@ -90,6 +90,24 @@ def test_noise_lies_in_the_span_of_the_replicas_anomalies():
     assert float(out[:, 0, [0, 2, 3, 4, 5, 6]].abs().max()) == 0.0
 
 
+@torch.no_grad()
+def test_centred_noise_sums_to_zero_over_each_replica_and_is_the_plain_noise_minus_its_mean():
+    g = torch.Generator().manual_seed(4)
+    grid, var, k, n_guides, n, steps = 8, 2, 4, 3, 9, 3  # replicas of 4, 4 and 1 members
+    plain = EnsembleNoise(var, terms=2, init=0.5, centred=False).double()
+    centred = EnsembleNoise(var, terms=2, init=0.5).double()
+    f = torch.randn(1, k + n_guides, grid, var, generator=g, dtype=torch.float64)
+    masks = replica_masks(k, n, dtype=torch.float64, device=CPU)
+    replica = torch.div(torch.arange(n), k, rounding_mode="floor")
+    increments = torch.randn(steps, 1, n, grid, var, generator=g, dtype=torch.float64)
+    raw = plain(increments, plain.prepare(f[:, :k], f[:, k:], None, masks), replica, 3)
+    out = centred(increments, centred.prepare(f[:, :k], f[:, k:], None, masks), replica, 3)
+    for members in ([0, 1, 2, 3], [4, 5, 6, 7], [8]):
+        torch.testing.assert_close(out[:, :, members], raw[:, :, members] - raw[:, :, members].mean(2, keepdim=True))
+        assert float(out[:, :, members].sum(2).abs().max()) < 1e-12
+    assert float(out[:, :, 8].abs().max()) == 0.0 and float(out.abs().max()) > 1e-2  # one member: no noise
+
+
 # ------------------------------------------------------------------------------------------ in the generator
 RING = 24
 
@@ -102,6 +120,7 @@ def _core(noise: bool, init: float = 0.02, seed: int = 0, **extra) -> MemberGene
         ensemble_resolvent=True,
         ensemble_noise=noise,
         ensemble_noise_init=init,
+        ensemble_noise_centred=True,
         observation_features=True,
         steps=3,
     )
@@ -167,7 +186,7 @@ def test_settings_of_older_checkpoints_load_without_the_noise():
     core = _core(False)
     inputs = _ring_inputs()
     before = _members(core, *inputs)
-    for name in ("ensemble_noise", "ensemble_noise_init"):
+    for name in ("ensemble_noise", "ensemble_noise_init", "ensemble_noise_centred"):
         object.__delattr__(core.settings, name)  # what unpickling an older MemberGeneratorSettings gives
     assert "ensemble_noise" not in vars(core.settings) and core.settings.ensemble_noise is False
     torch.testing.assert_close(_members(core, *inputs), before, rtol=0, atol=0)

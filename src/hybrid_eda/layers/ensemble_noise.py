@@ -13,8 +13,12 @@ increment of one flow step (the same seeded draw the elementwise diffusion uses)
     e_ti = [ sum_pv w_tv H F_m dW_i / grid ]_m                                          ([M] per member)
     a_i(p, v) = variable_scale_v * sum_t s_tv sum_m F_m(p, v) (R_t e_ti)_m               (the step's increment)
 
-``w_tv = exp(log_w_tv) > 0`` are learned gains (log-spaced initially, as the resolvent layer's) and ``s_tv`` learned
-scales. ``a_i`` does not depend on the state, so it is additive noise (Stratonovich = Ito) and the flow adds it once
+and, with ``centred`` (the default), ``a_i`` minus its mean over the members of its replica, as the EnKF centres
+its perturbations over the members (``sum_i eps_i = 0``, DAPPER's ``PertObs``; :class:`~hybrid_eda.l96.filters.EnKF`):
+then the noise leaves the generated members' mean alone, as the centred perturbations leave the Kalman mean (a
+replica of one member gets no noise, as an EnKF of one member). ``w_tv = exp(log_w_tv) > 0`` are learned gains
+(log-spaced initially, as the resolvent layer's) and ``s_tv`` learned scales. ``a_i`` does not depend on the state,
+so it is additive noise (Stratonovich = Ito) and the flow adds it once
 per step (:func:`hybrid_eda.flows.integrate`'s ``additive``). Over the flow's unit time ``sum_k dW_ik ~ N(0, I)``,
 so with one variable, one term, every point observed and ``c = grid / w`` the noise is
 ``s F (F^T F + c I)^-1 F^T xi``: the EnKF's ``K e_j`` in distribution when ``c = (N - 1) r / variable_scale^2`` and
@@ -35,6 +39,8 @@ import math
 
 import torch
 from torch import nn
+
+from hybrid_eda.layers.member_mixing import group_mean
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,13 +79,22 @@ class EnsembleNoise(nn.Module):
     init : float
         Initial scale ``s_tv`` of every term (0 gives a layer that adds exactly nothing, but whose scale a CRPS
         gradient does not move in expectation).
+    centred : bool
+        Remove each replica's mean noise (module docstring).
     """
 
     def __init__(
-        self, n_variables: int, *, terms: int = 4, gains: tuple[float, float] = (1.0, 1000.0), init: float = 0.02
+        self,
+        n_variables: int,
+        *,
+        terms: int = 4,
+        gains: tuple[float, float] = (1.0, 1000.0),
+        init: float = 0.02,
+        centred: bool = True,
     ) -> None:
         super().__init__()
         self.terms = int(terms)
+        self.centred = bool(centred)
         lo, hi = math.log(gains[0]), math.log(gains[1])
         start = torch.linspace(lo, hi, self.terms) if self.terms > 1 else torch.tensor([0.5 * (lo + hi)])
         self.log_gain = nn.Parameter(start[:, None].repeat(1, n_variables))
@@ -118,7 +133,9 @@ class EnsembleNoise(nn.Module):
         resolvent = torch.linalg.solve(eye + gram, eye.expand_as(gram))
         return NoiseSet(features, weighted, resolvent, mask)
 
-    def forward(self, increments: torch.Tensor, prepared: NoiseSet, replica: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, increments: torch.Tensor, prepared: NoiseSet, replica: torch.Tensor, n_replicas: int
+    ) -> torch.Tensor:
         """Noise increments ``[steps, b, n, grid, var]`` in climatological units (multiply by ``variable_scale``).
 
         Parameters
@@ -128,10 +145,15 @@ class EnsembleNoise(nn.Module):
         prepared : NoiseSet
         replica : torch.Tensor
             ``[n]`` long: each member's replica.
+        n_replicas : int
+            ``R``.
         """
         mask = prepared.mask.index_select(0, replica)  # [n, M]
         projected = torch.einsum("btmpv,sbnpv->sbtnm", prepared.weighted, increments) * mask
         resolvent = prepared.resolvent.index_select(1, replica)  # [b, n, T, M, M]
         coefficients = torch.einsum("bntml,sbtnl->sbtnm", resolvent, projected) * mask
         scaled = torch.einsum("sbtnm,tv->sbnmv", coefficients, self.scale)
-        return torch.einsum("sbnmv,bmpv->sbnpv", scaled, prepared.features)
+        noise = torch.einsum("sbnmv,bmpv->sbnpv", scaled, prepared.features)
+        if not getattr(self, "centred", False):  # modules pickled before the option were not centred
+            return noise
+        return noise - group_mean(noise, replica, n_replicas, dim=2)

@@ -130,6 +130,9 @@ class MemberGeneratorSettings:
         (:class:`~hybrid_eda.layers.ensemble_noise.EnsembleNoise`); off in checkpoints made before it.
     ensemble_noise_init : float
         Its initial scale per term and variable (climatological units; 0 adds nothing but does not train).
+    ensemble_noise_centred : bool
+        Centre it over each replica's members, as the EnKF centres its observation perturbations (False in the
+        settings of checkpoints made before the setting; the model group turns it on).
     """
 
     latent: int = 32
@@ -150,6 +153,7 @@ class MemberGeneratorSettings:
     resolvent_terms: int = 4
     ensemble_noise: bool = False
     ensemble_noise_init: float = 0.02
+    ensemble_noise_centred: bool = False
 
     @property
     def n_features(self) -> int:
@@ -369,7 +373,10 @@ class MemberGeneratorCore(nn.Module):
             self.ensemble_resolvent = EnsembleResolvent(n_variables, terms=settings.resolvent_terms)
         if settings.ensemble_noise:  # draws no random numbers: the other layers' initial weights do not change
             self.ensemble_noise = EnsembleNoise(
-                n_variables, terms=settings.resolvent_terms, init=settings.ensemble_noise_init
+                n_variables,
+                terms=settings.resolvent_terms,
+                init=settings.ensemble_noise_init,
+                centred=settings.ensemble_noise_centred,
             )
 
     @property
@@ -561,7 +568,7 @@ class MemberGeneratorCore(nn.Module):
         observed = None if observations is None else torch.isfinite(observations).to(particle.dtype)
         masks = replica_masks(starts.shape[1], replica.numel(), dtype=starts.dtype, device=starts.device)
         prepared = self.ensemble_noise.prepare(particle, guide, observed, masks)
-        return self.ensemble_noise(increments, prepared, replica) * self.variable_scale
+        return self.ensemble_noise(increments, prepared, replica, int(replica.max()) + 1) * self.variable_scale
 
     # ----------------------------------------------------------------------------------------------- generate
     def generate(
