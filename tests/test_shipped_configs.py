@@ -19,6 +19,10 @@ TRAINED_BY = {
         "test_member_generator_training",
         "test_l96_config_trains_and_its_checkpoint_generates_members",
     ),  # 2 steps
+    "member_generator_l96_4dvar": (
+        "test_member_generator_l96_4dvar",
+        "test_4dvar_config_trains_from_its_store_and_generates_in_the_4dvar_cycle",
+    ),  # 2 steps
     "member_generator_n128": ("test_member_generator_training", "test_global_configs_train_two_steps"),  # 2 steps
     "member_generator_synthetic": ("test_member_generator_training", "test_global_configs_train_two_steps"),  # 2
     "variance_emulator_synthetic": (
