@@ -173,6 +173,16 @@ def test_noise_is_equivariant_over_particles_and_invariant_over_guides():
     torch.testing.assert_close(swapped, base, rtol=1e-5, atol=1e-5)
 
 
+@torch.no_grad()
+def test_training_only_noise_is_off_in_evaluation_mode_and_on_in_training_mode():
+    inputs = _ring_inputs()
+    plain, noisy = _core(False), _core(True, init=0.3)
+    only = _core(True, init=0.3, ensemble_noise_training_only=True)
+    torch.testing.assert_close(_members(only.eval(), *inputs), _members(plain.eval(), *inputs), rtol=0, atol=0)
+    torch.testing.assert_close(_members(only.train(), *inputs), _members(noisy.train(), *inputs), rtol=0, atol=0)
+    assert float((_members(only.train(), *inputs) - _members(plain, *inputs)).abs().mean()) > 1e-2
+
+
 def test_the_noise_scale_gets_a_gradient():
     backgrounds, guides, guide_bg, observations = _ring_inputs()
     core = _core(True)
@@ -186,7 +196,7 @@ def test_settings_of_older_checkpoints_load_without_the_noise():
     core = _core(False)
     inputs = _ring_inputs()
     before = _members(core, *inputs)
-    for name in ("ensemble_noise", "ensemble_noise_init", "ensemble_noise_centred"):
+    for name in ("ensemble_noise", "ensemble_noise_init", "ensemble_noise_centred", "ensemble_noise_training_only"):
         object.__delattr__(core.settings, name)  # what unpickling an older MemberGeneratorSettings gives
     assert "ensemble_noise" not in vars(core.settings) and core.settings.ensemble_noise is False
     torch.testing.assert_close(_members(core, *inputs), before, rtol=0, atol=0)

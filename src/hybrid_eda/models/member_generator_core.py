@@ -133,6 +133,10 @@ class MemberGeneratorSettings:
     ensemble_noise_centred : bool
         Centre it over each replica's members, as the EnKF centres its observation perturbations (False in the
         settings of checkpoints made before the setting; the model group turns it on).
+    ensemble_noise_training_only : bool
+        Add it only while the module is in training mode: the generator learns the spread with it, and generates
+        (evaluation mode: validation, the runner, the Lorenz-96 cycle) without it. On the stochastic EnKF this made
+        the generated members the deterministic part of the EnKF's update (see the README's EnKF rows).
     """
 
     latent: int = 32
@@ -154,6 +158,7 @@ class MemberGeneratorSettings:
     ensemble_noise: bool = False
     ensemble_noise_init: float = 0.02
     ensemble_noise_centred: bool = False
+    ensemble_noise_training_only: bool = False
 
     @property
     def n_features(self) -> int:
@@ -561,8 +566,9 @@ class MemberGeneratorCore(nn.Module):
         replica: torch.Tensor,
     ) -> torch.Tensor | None:
         """The ensemble-space noise ``[steps, b, n, grid, var]`` (physical units) from the members' Brownian
-        ``increments[steps, b, n, grid, var]`` (:mod:`hybrid_eda.layers.ensemble_noise`); None when off."""
-        if not self.settings.ensemble_noise:
+        ``increments[steps, b, n, grid, var]`` (:mod:`hybrid_eda.layers.ensemble_noise`); None when off (or, with
+        ``ensemble_noise_training_only``, in evaluation mode)."""
+        if not self.settings.ensemble_noise or (self.settings.ensemble_noise_training_only and not self.training):
             return None
         particle, guide = self._anomaly_features(starts, guides, guide_backgrounds, context)
         observed = None if observations is None else torch.isfinite(observations).to(particle.dtype)
