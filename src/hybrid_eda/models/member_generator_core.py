@@ -236,8 +236,15 @@ class GeneratedMembers:
         return self.members.reshape(shape).transpose(-4, -3)
 
 
+def _var(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sample variance over ``dim`` (kept), two-pass: torch's CPU ``var`` over a middle axis of these small
+    ensembles takes ~0.5 ms per call at 64 x 20 x 40 (Welford), 10-15x the mean-and-sum it equals to rounding."""
+    centred = x - x.mean(dim=dim, keepdim=True)
+    return centred.square().sum(dim=dim, keepdim=True) / (x.shape[dim] - 1)
+
+
 def _std(x: torch.Tensor, dim: int) -> torch.Tensor:
-    return x.var(dim=dim, correction=1, keepdim=True).sqrt()
+    return _var(x, dim).sqrt()
 
 
 def pool_guides(
@@ -259,7 +266,7 @@ def pool_guides(
     everything = backgrounds if guide_backgrounds is None else torch.cat([backgrounds, guide_backgrounds], dim=1)
     centre = everything.mean(dim=1, keepdim=True)  # [b, 1, grid, var]
     floor = settings.spread_floor * variable_scale
-    spread = torch.sqrt(everything.var(dim=1, correction=1, keepdim=True) + floor**2)
+    spread = torch.sqrt(_var(everything, 1) + floor**2)
     guide_mean, guide_spread = guides.mean(dim=1, keepdim=True), _std(guides, 1)
     zeros = torch.zeros_like(centre)
     if guide_backgrounds is None:
@@ -269,7 +276,7 @@ def pool_guides(
     else:
         gb_mean = guide_backgrounds.mean(dim=1, keepdim=True)
         delta = guide_mean - gb_mean
-        gb_var = guide_backgrounds.var(dim=1, correction=1, keepdim=True) + floor**2
+        gb_var = _var(guide_backgrounds, 1) + floor**2
         covariance = ((guides - guide_mean) * (guide_backgrounds - gb_mean)).sum(dim=1, keepdim=True)
         slope = (covariance / ((guides.shape[1] - 1) * gb_var)).clamp(-3.0, 3.0)
         reference_spread = torch.sqrt(gb_var)
