@@ -23,6 +23,10 @@ TRAINED_BY = {
         "test_member_generator_l96_4dvar",
         "test_4dvar_config_trains_from_its_store_and_generates_in_the_4dvar_cycle",
     ),  # 2 steps
+    "member_generator_l96_enkf": (
+        "test_member_generator_l96_enkf",
+        "test_enkf_config_trains_with_the_noise_and_generates_without_it",
+    ),  # 2 steps
     "member_generator_n128": ("test_member_generator_training", "test_global_configs_train_two_steps"),  # 2 steps
     "member_generator_synthetic": ("test_member_generator_training", "test_global_configs_train_two_steps"),  # 2
     "variance_emulator_synthetic": (

@@ -1,0 +1,107 @@
+"""The shipped stochastic-EnKF member generator config (``member_generator_l96_enkf``): it trains through
+``anemoi-training train`` on a tiny store built with the shipped EnKF recipe, with the ensemble-space noise on in
+training only, and its checkpoint generates seeded members in the Lorenz-96 EnKF hybrid cycle without that noise."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from isolated_run import isolated_environment, run_logged
+from member_generator_checkpoints import member_generator_model
+
+#: 40 six-hourly dates after a 100-cycle spin-up of the shipped recipe (as tests/test_member_generator_training.py).
+TINY_ENKF_SPLITS = [
+    "training.max_steps=2",
+    "dataloader.limit_batches.validation=1",
+    "dataloader.batch_size.training=2",
+    "dataloader.training.datasets.eda.end=2000-02-01T18:00:00",
+    "dataloader.validation.datasets.eda.start=2000-02-02T00:00:00",
+    "dataloader.validation.datasets.eda.end=2000-02-03T06:00:00",
+    "dataloader.test.datasets.eda.start=2000-02-03T12:00:00",
+]
+#: Parameters of the config's model (stated in configs/member_generator_l96_enkf.yaml).
+PARAMETERS = 18_250
+SHAPE = dict(particle_attention=True, ensemble_resolvent=True, ensemble_noise=True)
+
+
+def test_config_states_its_parameter_count():
+    from hybrid_eda.resources import configs_dir
+
+    assert member_generator_model(**SHAPE).n_parameters == PARAMETERS
+    assert f"{PARAMETERS:,} parameters" in (configs_dir() / "member_generator_l96_enkf.yaml").read_text()
+
+
+@pytest.mark.slow
+def test_enkf_config_trains_with_the_noise_and_generates_without_it(tmp_path):
+    from anemoi.datasets import open_dataset
+
+    from hybrid_eda.l96.config import ExperimentConfig
+    from hybrid_eda.l96.experiment import run_experiment
+    from hybrid_eda.models import load_member_generator
+    from hybrid_eda.resources import recipes_dir
+
+    recipe = yaml.safe_load((recipes_dir() / "l96-eda-enkf.yaml").read_text())
+    recipe["input"]["lorenz96"]["run"].update(cycles=140, spinup=100)
+    recipe["dates"] = {"start": "2000-01-26T00:00:00", "end": "2000-02-04T18:00:00", "frequency": "6h"}
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(recipe))
+    env = isolated_environment(tmp_path)
+    bin_dir = Path(sys.executable).parent
+    run_logged([str(bin_dir / "anemoi-datasets"), "create", "tiny.yaml", "l96-eda-enkf.zarr"], tmp_path, env)
+    command = [str(bin_dir / "anemoi-training"), "train", "--config-name=member_generator_l96_enkf"]
+    log = run_logged([*command, *TINY_ENKF_SPLITS], tmp_path, env)  # reads ./l96-eda-enkf.zarr by default
+    assert "`Trainer.fit` stopped: `max_steps=2` reached" in log
+    stated = re.search(r"member generator: 1 variables, 40 grid points, 200 edges, .*?, (\d+) parameters", log)
+    assert stated is not None and int(stated.group(1)) == PARAMETERS, log[-3000:]
+    (checkpoint,) = (tmp_path / "output" / "member_generator_l96_enkf" / "checkpoint").glob("*/inference-last.ckpt")
+    runner = load_member_generator(checkpoint)
+    settings = runner.core.settings
+    assert settings.ensemble_noise and settings.ensemble_noise_centred and settings.ensemble_noise_training_only
+
+    # Generation leaves the noise out: the same members as with its scales set to zero.
+    data = open_dataset(str(tmp_path / "l96-eda-enkf.zarr"))
+    v = data.variables
+    fields = data[30]  # [variable, member, grid]
+    bg, an = fields[v.index("x_bg")][..., None], fields[v.index("x_an")][..., None]  # [20, 40, 1]
+    obs = fields[v.index("obs"), 0][..., None]
+
+    def members():
+        return runner.generate(
+            bg[10:], an[:10], 10, torch.Generator().manual_seed(3), guide_backgrounds=bg[:10], observations=obs
+        )
+
+    generated = members()
+    noise = [p for name, p in runner.core.named_parameters() if "noise" in name and "scale" in name]
+    assert noise and any(bool((p != 0).any()) for p in noise)
+    with torch.no_grad():
+        for p in noise:
+            p.zero_()
+    np.testing.assert_array_equal(generated, members())
+
+    def hybrid(seed: int):
+        config = ExperimentConfig.from_preset(
+            "pan2026",
+            method="enkf",
+            members=20,
+            inflation=1.2,
+            cycles=6,
+            spinup=2,
+            batch=2,
+            seed=seed,
+            emulator=str(checkpoint),
+            n_real=10,
+        )
+        return run_experiment(config, mask_diverged=True).output
+
+    out, again, other = hybrid(5), hybrid(5), hybrid(6)
+    rmse = out.series["analysis_rmse"]  # [T, B]
+    assert out.analyses_per_cycle == 10 and out.emulation_seconds > 0
+    assert rmse.shape == (6, 2) and np.isfinite(rmse).all()
+    np.testing.assert_array_equal(rmse, again.series["analysis_rmse"])  # seeded
+    assert not np.array_equal(rmse, other.series["analysis_rmse"])
