@@ -35,11 +35,11 @@ small but positive (``init``).
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import torch
 from torch import nn
 
+from hybrid_eda.layers.ensemble_resolvent import log_spaced_gains, replica_resolvents
 from hybrid_eda.layers.member_mixing import group_mean
 
 
@@ -95,9 +95,7 @@ class EnsembleNoise(nn.Module):
         super().__init__()
         self.terms = int(terms)
         self.centred = bool(centred)
-        lo, hi = math.log(gains[0]), math.log(gains[1])
-        start = torch.linspace(lo, hi, self.terms) if self.terms > 1 else torch.tensor([0.5 * (lo + hi)])
-        self.log_gain = nn.Parameter(start[:, None].repeat(1, n_variables))
+        self.log_gain = nn.Parameter(log_spaced_gains(self.terms, n_variables, gains))
         self.scale = nn.Parameter(torch.full((self.terms, n_variables), float(init)))
 
     def prepare(
@@ -120,18 +118,7 @@ class EnsembleNoise(nn.Module):
         masks : torch.Tensor
             ``[R, k]`` from :func:`~hybrid_eda.layers.ensemble_resolvent.replica_masks`.
         """
-        n_grid = particle_features.shape[2]
-        features = torch.cat([particle_features, guide_features], dim=1)  # [b, M, grid, var]
-        gain = self.log_gain.exp() / n_grid  # [T, var]
-        weighted = torch.einsum("bmpv,tv->btmpv", features, gain)
-        if observed is not None:
-            weighted = weighted * observed[:, None, None]
-        gram = torch.einsum("btmpv,bnpv->btmn", weighted, features)  # [b, T, M, M]
-        mask = torch.cat([masks, masks.new_ones(masks.shape[0], guide_features.shape[1])], dim=1)  # [R, M]
-        gram = gram[:, None] * (mask[:, :, None] * mask[:, None, :])[None, :, None]  # [b, R, T, M, M]
-        eye = torch.eye(gram.shape[-1], dtype=gram.dtype, device=gram.device)
-        resolvent = torch.linalg.solve(eye + gram, eye.expand_as(gram))
-        return NoiseSet(features, weighted, resolvent, mask)
+        return NoiseSet(*replica_resolvents(particle_features, guide_features, self.log_gain, masks, observed))
 
     def forward(
         self, increments: torch.Tensor, prepared: NoiseSet, replica: torch.Tensor, n_replicas: int

@@ -70,6 +70,55 @@ def replica_masks(k: int, n_members: int, *, dtype: torch.dtype, device: torch.d
     return (index < n_members).to(dtype)
 
 
+def log_spaced_gains(terms: int, n_variables: int, gains: tuple[float, float]) -> torch.Tensor:
+    """``[T, var]`` initial log gains ``log w_tv``: log-spaced from ``gains[0]`` to ``gains[1]`` over the terms (their
+    geometric mean for one term), the same for every variable."""
+    lo, hi = math.log(gains[0]), math.log(gains[1])
+    start = torch.linspace(lo, hi, terms) if terms > 1 else torch.tensor([0.5 * (lo + hi)])
+    return start[:, None].repeat(1, n_variables)
+
+
+def replica_resolvents(
+    particle_features: torch.Tensor,
+    guide_features: torch.Tensor,
+    log_gain: torch.Tensor,
+    masks: torch.Tensor,
+    observed: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Resolvents ``(I + P_t)^-1`` of every replica's gained Gram matrix over particles and guides.
+
+    Parameters
+    ----------
+    particle_features, guide_features : torch.Tensor
+        ``[b, k, grid, var]`` and ``[b, N_s, grid, var]``: the starts' and the guides' ``F_j``.
+    log_gain : torch.Tensor
+        ``[T, var]`` the terms' log gains ``log w_tv``.
+    masks : torch.Tensor
+        ``[R, k]`` from :func:`replica_masks`.
+    observed : torch.Tensor, optional
+        ``[b, grid, var]`` 1 where observed, 0 elsewhere: the Gram matrix over the observed points only.
+
+    Returns
+    -------
+    features : ``[b, M, grid, var]`` particles then guides (``M = k + N_s``);
+    weighted : ``[b, T, M, grid, var]`` the features times ``w_tv / grid`` (and ``observed``);
+    resolvent : ``[b, R, T, M, M]`` symmetric;
+    mask : ``[R, M]`` the members of each replica (every guide in every replica).
+    """
+    n_grid = particle_features.shape[2]
+    features = torch.cat([particle_features, guide_features], dim=1)  # [b, M, grid, var]
+    gain = log_gain.exp() / n_grid  # [T, var]
+    weighted = torch.einsum("bmpv,tv->btmpv", features, gain)
+    if observed is not None:
+        weighted = weighted * observed[:, None, None]
+    gram = torch.einsum("btmpv,bnpv->btmn", weighted, features)  # [b, T, M, M]
+    mask = torch.cat([masks, masks.new_ones(masks.shape[0], guide_features.shape[1])], dim=1)  # [R, M]
+    gram = gram[:, None] * (mask[:, :, None] * mask[:, None, :])[None, :, None]  # [b, R, T, M, M]
+    eye = torch.eye(gram.shape[-1], dtype=gram.dtype, device=gram.device)
+    resolvent = torch.linalg.solve(eye + gram, eye.expand_as(gram))  # [b, R, T, M, M] symmetric
+    return features, weighted, resolvent, mask
+
+
 class EnsembleResolvent(nn.Module):
     """Learned sums of resolvents of the background Gram matrix over particles and guides (module docstring).
 
@@ -86,9 +135,7 @@ class EnsembleResolvent(nn.Module):
     def __init__(self, n_variables: int, *, terms: int = 4, gains: tuple[float, float] = (1.0, 1000.0)) -> None:
         super().__init__()
         self.terms = int(terms)
-        lo, hi = math.log(gains[0]), math.log(gains[1])
-        start = torch.linspace(lo, hi, self.terms) if self.terms > 1 else torch.tensor([0.5 * (lo + hi)])
-        self.log_gain = nn.Parameter(start[:, None].repeat(1, n_variables))
+        self.log_gain = nn.Parameter(log_spaced_gains(self.terms, n_variables, gains))
         # [term, source (particle, guide), channel, var] and [term, rhs, source, channel, var]
         self.transform_mixing = nn.Parameter(torch.zeros(self.terms, 2, N_VALUES, n_variables))
         self.mean_mixing = nn.Parameter(torch.zeros(self.terms, N_RHS, 2, N_VALUES, n_variables))
@@ -113,18 +160,9 @@ class EnsembleResolvent(nn.Module):
         masks : torch.Tensor
             ``[R, k]`` from :func:`replica_masks`.
         """
-        k = particle_features.shape[1]
-        n_grid = particle_features.shape[2]
-        features = torch.cat([particle_features, guide_features], dim=1)  # [b, M, grid, var]
-        gain = self.log_gain.exp() / n_grid  # [T, var]
-        weighted = torch.einsum("bmpv,tv->btmpv", features, gain)
-        gram = torch.einsum("btmpv,bnpv->btmn", weighted, features)  # [b, T, M, M]
+        k, n_guides = particle_features.shape[1], guide_features.shape[1]
+        _, weighted, resolvent, mask = replica_resolvents(particle_features, guide_features, self.log_gain, masks)
         projected = torch.einsum("btmpv,bqpv->btqm", weighted, rhs)  # [b, T, 2, M]
-        n_guides = guide_features.shape[1]
-        mask = torch.cat([masks, masks.new_ones(masks.shape[0], n_guides)], dim=1)  # [R, M]
-        gram = gram[:, None] * (mask[:, :, None] * mask[:, None, :])[None, :, None]  # [b, R, T, M, M]
-        eye = torch.eye(gram.shape[-1], dtype=gram.dtype, device=gram.device)
-        resolvent = torch.linalg.solve(eye + gram, eye.expand_as(gram))  # [b, R, T, M, M] symmetric
         mean = torch.einsum("brtmn,btqn->brtqm", resolvent, projected) * mask[None, :, None, None, :]
         source = torch.cat([resolvent.new_zeros(k, dtype=torch.long), resolvent.new_ones(n_guides, dtype=torch.long)])
         transform_w = self.transform_mixing.index_select(1, source)  # [T, M, c, var]
