@@ -1,21 +1,50 @@
 """Builders of small member generators for tests: the shipped L96 model config built in-process, and its file.
 
-Shared by ``test_member_generator_training.py`` (the anemoi adapter, the runner) and ``test_l96_learned_emulator.py``
-(the generator in the Lorenz-96 cycle), so that neither test module imports the other.
+Shared by ``test_member_generator_training.py`` (the anemoi adapter, the runner), ``test_l96_learned_emulator.py``
+(the generator in the Lorenz-96 cycle), the shipped L96 configs' end-to-end tests (a tiny store from a shipped recipe,
+a 2-step training) and the ensemble-space layers' tests (seeded ring inputs), so that no test module imports another.
 """
 
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 
-__all__ = ["NAMES", "N_GRID", "N_MEMBERS", "compose_config", "member_generator_model", "save_small_checkpoint"]
+from isolated_run import isolated_environment, run_logged
+
+__all__ = [
+    "NAMES",
+    "N_GRID",
+    "N_MEMBERS",
+    "TINY_L96_DATES",
+    "TINY_L96_SPLITS",
+    "compose_config",
+    "member_generator_model",
+    "ring_inputs",
+    "save_small_checkpoint",
+    "tiny_recipe_store",
+    "train_shipped_config",
+]
 
 N_MEMBERS, N_GRID = 20, 40
 NAMES = {"obs": 0, "x_an": 1, "x_bg": 2}  # store order of the L96 training store (truth not selected)
+#: 40 six-hourly dates after a 100-cycle spin-up of the shipped 6-hourly L96 recipes (140 cycles), and their splits
+#: for a 2-step training of the shipped L96 configs.
+TINY_L96_DATES = {"start": "2000-01-26T00:00:00", "end": "2000-02-04T18:00:00", "frequency": "6h"}
+TINY_L96_SPLITS = [
+    "training.max_steps=2",
+    "dataloader.limit_batches.validation=1",
+    "dataloader.batch_size.training=2",
+    "dataloader.training.datasets.eda.end=2000-02-01T18:00:00",
+    "dataloader.validation.datasets.eda.start=2000-02-02T00:00:00",
+    "dataloader.validation.datasets.eda.end=2000-02-03T06:00:00",
+    "dataloader.test.datasets.eda.start=2000-02-03T12:00:00",
+]
 
 
 def compose_config(name: str):
@@ -90,3 +119,39 @@ def save_small_checkpoint(path: Path, seed: int = 0, scale: float = 0.1) -> Path
         model.core.output.bias.mul_(scale)
     torch.save(model, path)
     return path
+
+
+def ring_inputs(n_grid: int, seed: int = 1):
+    """Seeded ring inputs: 6 backgrounds, 4 guides and their backgrounds ``[*, n_grid, 1]``, and observations
+    ``[n_grid, 1]`` at every other point (NaN elsewhere)."""
+    g = torch.Generator().manual_seed(seed)
+    backgrounds = torch.randn(6, n_grid, 1, generator=g) + 2.0
+    guide_bg = torch.randn(4, n_grid, 1, generator=g) + 2.0
+    guides = 0.6 * guide_bg + 0.3 * torch.randn(guide_bg.shape, generator=g) + 1.0
+    observations = torch.randn(n_grid, 1, generator=g) + 2.0
+    observations[1::2] = float("nan")
+    return backgrounds, guides, guide_bg, observations
+
+
+def tiny_recipe_store(workdir: Path, recipe: str, store: str, *, cycles: int, spinup: int, dates: dict) -> dict:
+    """Build ``workdir/store`` with ``anemoi-datasets create`` from the shipped recipe ``recipe`` shrunk to
+    ``cycles`` (``spinup``) and ``dates``; the isolated environment to run anemoi in from ``workdir``."""
+    from hybrid_eda.resources import recipes_dir
+
+    shrunk = yaml.safe_load((recipes_dir() / recipe).read_text())
+    shrunk["input"]["lorenz96"]["run"].update(cycles=cycles, spinup=spinup)
+    shrunk["dates"] = dict(dates)
+    (workdir / "tiny.yaml").write_text(yaml.safe_dump(shrunk))
+    env = isolated_environment(workdir)
+    run_logged([str(Path(sys.executable).parent / "anemoi-datasets"), "create", "tiny.yaml", store], workdir, env)
+    return env
+
+
+def train_shipped_config(workdir: Path, env: dict, config: str, overrides: list[str]) -> tuple[str, Path]:
+    """``anemoi-training train --config-name=config *overrides`` from ``workdir`` (a 2-step run): its log, once it
+    stopped at ``max_steps=2``, and the one inference checkpoint under ``output/<config>``."""
+    command = [str(Path(sys.executable).parent / "anemoi-training"), "train", f"--config-name={config}", *overrides]
+    log = run_logged(command, workdir, env)
+    assert "`Trainer.fit` stopped: `max_steps=2` reached" in log
+    (checkpoint,) = (workdir / "output" / config / "checkpoint").glob("*/inference-last.ckpt")
+    return log, checkpoint

@@ -16,6 +16,7 @@ from hybrid_eda.layers.ensemble_noise import EnsembleNoise
 from hybrid_eda.layers.ensemble_resolvent import replica_masks
 from hybrid_eda.layers.graphs import ring_graph
 from hybrid_eda.models.member_generator_core import MemberGeneratorCore, MemberGeneratorSettings
+from member_generator_checkpoints import ring_inputs
 
 CPU = torch.device("cpu")
 
@@ -127,16 +128,6 @@ def _core(noise: bool, init: float = 0.02, seed: int = 0, **extra) -> MemberGene
     return MemberGeneratorCore(n_variables=1, graph=ring_graph(RING, 2), settings=settings)
 
 
-def _ring_inputs(seed: int = 1):
-    g = torch.Generator().manual_seed(seed)
-    backgrounds = torch.randn(6, RING, 1, generator=g) + 2.0
-    guide_bg = torch.randn(4, RING, 1, generator=g) + 2.0
-    guides = 0.6 * guide_bg + 0.3 * torch.randn(guide_bg.shape, generator=g) + 1.0
-    observations = torch.randn(RING, 1, generator=g) + 2.0
-    observations[1::2] = float("nan")
-    return backgrounds, guides, guide_bg, observations
-
-
 def _members(core, backgrounds, guides, guide_bg, observations, n=6, increments=None):
     generator = torch.Generator().manual_seed(0)
     kwargs = {"guide_backgrounds": guide_bg, "observations": observations, "increments": increments}
@@ -145,7 +136,7 @@ def _members(core, backgrounds, guides, guide_bg, observations, n=6, increments=
 
 @torch.no_grad()
 def test_zero_scale_is_bit_identical_and_a_positive_one_adds_spread_in_the_span():
-    inputs = _ring_inputs()
+    inputs = ring_inputs(RING)
     plain = _members(_core(False), *inputs, n=9)
     torch.testing.assert_close(_members(_core(True, init=0.0), *inputs, n=9), plain, rtol=0, atol=0)
     # without the spread-ratio rate the untrained flow is a pure shift, so the difference is the summed noise alone
@@ -162,7 +153,7 @@ def test_zero_scale_is_bit_identical_and_a_positive_one_adds_spread_in_the_span(
 
 @torch.no_grad()
 def test_noise_is_equivariant_over_particles_and_invariant_over_guides():
-    backgrounds, guides, guide_bg, observations = _ring_inputs()
+    backgrounds, guides, guide_bg, observations = ring_inputs(RING)
     core = _core(True, init=0.3)
     increments = torch.randn(6, 3, RING, 1, generator=torch.Generator().manual_seed(5)) / math.sqrt(3)
     base = _members(core, backgrounds, guides, guide_bg, observations, increments=increments)
@@ -175,7 +166,7 @@ def test_noise_is_equivariant_over_particles_and_invariant_over_guides():
 
 @torch.no_grad()
 def test_training_only_noise_is_off_in_evaluation_mode_and_on_in_training_mode():
-    inputs = _ring_inputs()
+    inputs = ring_inputs(RING)
     plain, noisy = _core(False), _core(True, init=0.3)
     only = _core(True, init=0.3, ensemble_noise_training_only=True)
     torch.testing.assert_close(_members(only.eval(), *inputs), _members(plain.eval(), *inputs), rtol=0, atol=0)
@@ -184,7 +175,7 @@ def test_training_only_noise_is_off_in_evaluation_mode_and_on_in_training_mode()
 
 
 def test_the_noise_scale_gets_a_gradient():
-    backgrounds, guides, guide_bg, observations = _ring_inputs()
+    backgrounds, guides, guide_bg, observations = ring_inputs(RING)
     core = _core(True)
     members = _members(core, backgrounds, guides, guide_bg, observations)
     (members - guides.mean(0)).pow(2).mean().backward()
@@ -194,7 +185,7 @@ def test_the_noise_scale_gets_a_gradient():
 
 def test_settings_of_older_checkpoints_load_without_the_noise():
     core = _core(False)
-    inputs = _ring_inputs()
+    inputs = ring_inputs(RING)
     before = _members(core, *inputs)
     for name in ("ensemble_noise", "ensemble_noise_init", "ensemble_noise_centred", "ensemble_noise_training_only"):
         object.__delattr__(core.settings, name)  # what unpickling an older MemberGeneratorSettings gives

@@ -13,6 +13,7 @@ from hybrid_eda.errors import UserInputError
 from hybrid_eda.layers.ensemble_resolvent import EnsembleResolvent, replica_masks
 from hybrid_eda.layers.graphs import ring_graph
 from hybrid_eda.models.member_generator_core import MemberGeneratorCore, MemberGeneratorSettings
+from member_generator_checkpoints import ring_inputs
 
 B, K, GRID, VARS, N_GUIDES, TERMS = 2, 4, 9, 2, 3, 3
 
@@ -131,19 +132,9 @@ def _core(resolvent: bool, seed: int = 0) -> MemberGeneratorCore:
     return MemberGeneratorCore(n_variables=1, graph=ring_graph(RING, 2), settings=settings)
 
 
-def _ring_inputs(seed: int = 1):
-    g = torch.Generator().manual_seed(seed)
-    backgrounds = torch.randn(6, RING, 1, generator=g) + 2.0
-    guide_bg = torch.randn(4, RING, 1, generator=g) + 2.0
-    guides = 0.6 * guide_bg + 0.3 * torch.randn(guide_bg.shape, generator=g) + 1.0
-    observations = torch.randn(RING, 1, generator=g) + 2.0
-    observations[1::2] = float("nan")
-    return backgrounds, guides, guide_bg, observations
-
-
 @torch.no_grad()
 def test_an_untrained_resolvent_changes_nothing_and_a_trained_one_couples_the_ensemble():
-    backgrounds, guides, guide_bg, observations = _ring_inputs()
+    backgrounds, guides, guide_bg, observations = ring_inputs(RING)
 
     def members(core, bg=backgrounds, obs=observations):
         generator = torch.Generator().manual_seed(0)
@@ -166,7 +157,7 @@ def test_an_untrained_resolvent_changes_nothing_and_a_trained_one_couples_the_en
 
 def test_settings_of_older_checkpoints_load_without_the_resolvent():
     core = _core(False)
-    backgrounds, guides, guide_bg, observations = _ring_inputs()
+    backgrounds, guides, guide_bg, observations = ring_inputs(RING)
     kwargs = {"guide_backgrounds": guide_bg, "observations": observations}
     before = core.generate(backgrounds, guides, 6, torch.Generator().manual_seed(0), **kwargs)
     for name in ("ensemble_resolvent", "resolvent_terms"):

@@ -5,15 +5,11 @@ its checkpoint generates seeded members in the Lorenz-96 4D-Var hybrid cycle."""
 from __future__ import annotations
 
 import re
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
-from isolated_run import isolated_environment, run_logged
-from member_generator_checkpoints import member_generator_model
+from member_generator_checkpoints import member_generator_model, tiny_recipe_store, train_shipped_config
 
 #: 30 windows after a 100-window spin-up of the shipped recipe: 2000-04-10 .. 2000-05-09, one date per window.
 TINY_4DVAR_SPLITS = [
@@ -42,21 +38,13 @@ def test_4dvar_config_trains_from_its_store_and_generates_in_the_4dvar_cycle(tmp
     from hybrid_eda.l96.config import ExperimentConfig
     from hybrid_eda.l96.experiment import run_experiment
     from hybrid_eda.models import load_member_generator
-    from hybrid_eda.resources import recipes_dir
 
-    recipe = yaml.safe_load((recipes_dir() / "l96-eda-4dvar.yaml").read_text())
-    recipe["input"]["lorenz96"]["run"].update(cycles=130, spinup=100)
-    recipe["dates"] = {"start": "2000-04-10T00:00:00", "end": "2000-05-09T00:00:00", "frequency": "24h"}
-    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(recipe))
-    env = isolated_environment(tmp_path)
-    bin_dir = Path(sys.executable).parent
-    run_logged([str(bin_dir / "anemoi-datasets"), "create", "tiny.yaml", "l96-eda-4dvar.zarr"], tmp_path, env)
-    command = [str(bin_dir / "anemoi-training"), "train", "--config-name=member_generator_l96_4dvar"]
-    log = run_logged([*command, *TINY_4DVAR_SPLITS], tmp_path, env)  # reads ./l96-eda-4dvar.zarr by default
-    assert "`Trainer.fit` stopped: `max_steps=2` reached" in log
+    dates = {"start": "2000-04-10T00:00:00", "end": "2000-05-09T00:00:00", "frequency": "24h"}
+    env = tiny_recipe_store(tmp_path, "l96-eda-4dvar.yaml", "l96-eda-4dvar.zarr", cycles=130, spinup=100, dates=dates)
+    # reads ./l96-eda-4dvar.zarr by default
+    log, checkpoint = train_shipped_config(tmp_path, env, "member_generator_l96_4dvar", TINY_4DVAR_SPLITS)
     stated = re.search(r"member generator: 1 variables, 40 grid points, 200 edges, .*?, (\d+) parameters", log)
     assert stated is not None and int(stated.group(1)) == PARAMETERS, log[-3000:]
-    (checkpoint,) = (tmp_path / "output" / "member_generator_l96_4dvar" / "checkpoint").glob("*/inference-last.ckpt")
     runner = load_member_generator(checkpoint)
     settings = runner.core.settings
     assert (settings.latent, settings.rounds, settings.steps) == (8, 1, 1)

@@ -5,27 +5,19 @@ training only, and its checkpoint generates seeded members in the Lorenz-96 EnKF
 from __future__ import annotations
 
 import re
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-import yaml
 
-from isolated_run import isolated_environment, run_logged
-from member_generator_checkpoints import member_generator_model
+from member_generator_checkpoints import (
+    TINY_L96_DATES,
+    TINY_L96_SPLITS,
+    member_generator_model,
+    tiny_recipe_store,
+    train_shipped_config,
+)
 
-#: 40 six-hourly dates after a 100-cycle spin-up of the shipped recipe (as tests/test_member_generator_training.py).
-TINY_ENKF_SPLITS = [
-    "training.max_steps=2",
-    "dataloader.limit_batches.validation=1",
-    "dataloader.batch_size.training=2",
-    "dataloader.training.datasets.eda.end=2000-02-01T18:00:00",
-    "dataloader.validation.datasets.eda.start=2000-02-02T00:00:00",
-    "dataloader.validation.datasets.eda.end=2000-02-03T06:00:00",
-    "dataloader.test.datasets.eda.start=2000-02-03T12:00:00",
-]
 #: Parameters of the config's model (stated in configs/member_generator_l96_enkf.yaml).
 PARAMETERS = 18_250
 SHAPE = dict(particle_attention=True, ensemble_resolvent=True, ensemble_noise=True)
@@ -45,21 +37,14 @@ def test_enkf_config_trains_with_the_noise_and_generates_without_it(tmp_path):
     from hybrid_eda.l96.config import ExperimentConfig
     from hybrid_eda.l96.experiment import run_experiment
     from hybrid_eda.models import load_member_generator
-    from hybrid_eda.resources import recipes_dir
 
-    recipe = yaml.safe_load((recipes_dir() / "l96-eda-enkf.yaml").read_text())
-    recipe["input"]["lorenz96"]["run"].update(cycles=140, spinup=100)
-    recipe["dates"] = {"start": "2000-01-26T00:00:00", "end": "2000-02-04T18:00:00", "frequency": "6h"}
-    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(recipe))
-    env = isolated_environment(tmp_path)
-    bin_dir = Path(sys.executable).parent
-    run_logged([str(bin_dir / "anemoi-datasets"), "create", "tiny.yaml", "l96-eda-enkf.zarr"], tmp_path, env)
-    command = [str(bin_dir / "anemoi-training"), "train", "--config-name=member_generator_l96_enkf"]
-    log = run_logged([*command, *TINY_ENKF_SPLITS], tmp_path, env)  # reads ./l96-eda-enkf.zarr by default
-    assert "`Trainer.fit` stopped: `max_steps=2` reached" in log
+    env = tiny_recipe_store(
+        tmp_path, "l96-eda-enkf.yaml", "l96-eda-enkf.zarr", cycles=140, spinup=100, dates=TINY_L96_DATES
+    )
+    # reads ./l96-eda-enkf.zarr by default
+    log, checkpoint = train_shipped_config(tmp_path, env, "member_generator_l96_enkf", TINY_L96_SPLITS)
     stated = re.search(r"member generator: 1 variables, 40 grid points, 200 edges, .*?, (\d+) parameters", log)
     assert stated is not None and int(stated.group(1)) == PARAMETERS, log[-3000:]
-    (checkpoint,) = (tmp_path / "output" / "member_generator_l96_enkf" / "checkpoint").glob("*/inference-last.ckpt")
     runner = load_member_generator(checkpoint)
     settings = runner.core.settings
     assert settings.ensemble_noise and settings.ensemble_noise_centred and settings.ensemble_noise_training_only

@@ -13,7 +13,15 @@ import torch
 import yaml
 
 from isolated_run import isolated_environment, run_logged
-from member_generator_checkpoints import N_GRID, N_MEMBERS, NAMES
+from member_generator_checkpoints import (
+    N_GRID,
+    N_MEMBERS,
+    NAMES,
+    TINY_L96_DATES,
+    TINY_L96_SPLITS,
+    tiny_recipe_store,
+    train_shipped_config,
+)
 from member_generator_checkpoints import compose_config as _compose
 from member_generator_checkpoints import member_generator_model as _model
 
@@ -148,16 +156,10 @@ def test_generated_member_crps_is_the_mean_over_targets_of_anemois_crps():
 @pytest.fixture(scope="module")
 def tiny_store(tmp_path_factory):
     """A 40-date, 20-member L96 EDA store built with the shipped recipe's source (seed-testbed ETKF, ~10 s)."""
-    from hybrid_eda.resources import recipes_dir
-
     workdir = tmp_path_factory.mktemp("member_generator")
-    recipe = yaml.safe_load((recipes_dir() / "l96-eda-pan2026.yaml").read_text())
-    recipe["input"]["lorenz96"]["run"].update(cycles=140, spinup=100)
-    recipe["dates"] = {"start": "2000-01-26T00:00:00", "end": "2000-02-04T18:00:00", "frequency": "6h"}
-    (workdir / "tiny.yaml").write_text(yaml.safe_dump(recipe))
-    env = isolated_environment(workdir)
-    bin_dir = Path(sys.executable).parent
-    run_logged([str(bin_dir / "anemoi-datasets"), "create", "tiny.yaml", "l96-eda.zarr"], workdir, env)
+    env = tiny_recipe_store(
+        workdir, "l96-eda-pan2026.yaml", "l96-eda.zarr", cycles=140, spinup=100, dates=TINY_L96_DATES
+    )
     return {"workdir": workdir, "env": env, "store": workdir / "l96-eda.zarr"}
 
 
@@ -242,31 +244,15 @@ def test_shipped_model_config_parameter_count_is_the_stated_one():
 
 
 # ---------------------------------------------------------------------------------------------------- anemoi
-TINY_SPLITS = [
-    "training.max_steps=2",
-    "dataloader.limit_batches.validation=1",
-    "dataloader.batch_size.training=2",
-    "dataloader.training.datasets.eda.end=2000-02-01T18:00:00",
-    "dataloader.validation.datasets.eda.start=2000-02-02T00:00:00",
-    "dataloader.validation.datasets.eda.end=2000-02-03T06:00:00",
-    "dataloader.test.datasets.eda.start=2000-02-03T12:00:00",
-]
-
-
 @pytest.mark.slow
 def test_l96_config_trains_and_its_checkpoint_generates_members(tiny_store):
     from anemoi.datasets import open_dataset
 
     from hybrid_eda.models import load_member_generator
 
-    bin_dir = Path(sys.executable).parent
-    command = [str(bin_dir / "anemoi-training"), "train", "--config-name=member_generator_l96", *TINY_SPLITS]
-    log = run_logged(command, tiny_store["workdir"], tiny_store["env"])
-    assert "`Trainer.fit` stopped: `max_steps=2` reached" in log
+    workdir, env = tiny_store["workdir"], tiny_store["env"]
+    log, checkpoint = train_shipped_config(workdir, env, "member_generator_l96", TINY_L96_SPLITS)
     assert "member generator: 1 variables, 40 grid points, 200 edges" in log
-    (checkpoint,) = (tiny_store["workdir"] / "output" / "member_generator_l96" / "checkpoint").glob(
-        "*/inference-last.ckpt"
-    )
     runner = load_member_generator(checkpoint)
     assert runner.variables == ["x_an"] and runner.background_variables == ["x_bg"] and runner.uses_observations
     data = open_dataset(str(tiny_store["store"]))
