@@ -3,7 +3,10 @@
 For every date of a synthetic EDA (``hybrid-eda synthetic``: backgrounds, perturbed-observation analyses and the
 truth, regenerated exactly from its manifest) the generator gets what a hybrid cycle has, and nothing else: all N
 backgrounds and the first N_s analyses. Members ``N_s + 1 .. N`` start from their own backgrounds; the guides'
-backgrounds are the first N_s (:class:`ModelSource`). Four ensembles are then scored per field, against the truth:
+backgrounds are the first N_s (:class:`ModelSource`); a generator trained with observations
+(``model.model.observations``) also gets the date's observations on the grid, the same for every member, NaN where
+unobserved (read from the folder's ``truth/obs_{YYYYMMDDHH}.npz``: ``read_cases(..., observations=True)``). Four
+ensembles are then scored per field, against the truth:
 
 * ``full``: the N-member EDA (all analyses, what the hybrid replaces);
 * ``real``: its first N_s members alone;
@@ -59,7 +62,9 @@ __all__ = [
     "MoreRealMembers",
     "ensemble_scores",
     "evaluate_hybrid",
+    "observation_file",
     "read_cases",
+    "read_observations",
     "targets",
     "untrained_flow",
     "variable_of",
@@ -73,7 +78,8 @@ CRPS_MARGIN, SPREAD_SKILL_MARGIN, STD_MSE_REDUCTION = 0.02, 0.02, 0.40
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class HybridCase:
-    """One date of an EDA: ``backgrounds, analyses [N, G, F]`` and ``truth [G, F]`` (physical units)."""
+    """One date of an EDA: ``backgrounds, analyses [N, G, F]``, ``truth [G, F]`` and optionally the observations on
+    the grid ``observations [G, F]`` (NaN where unobserved), physical units."""
 
     date: datetime
     variables: tuple[str, ...]
@@ -81,6 +87,7 @@ class HybridCase:
     analyses: np.ndarray
     truth: np.ndarray
     extra_analyses: np.ndarray | None = None
+    observations: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.backgrounds.shape != self.analyses.shape or self.backgrounds.ndim != 3:
@@ -89,18 +96,46 @@ class HybridCase:
             )
         if self.truth.shape != self.backgrounds.shape[1:]:
             raise UserInputError(f"truth {self.truth.shape} must be [grid, field] = {self.backgrounds.shape[1:]}")
+        if self.observations is not None and self.observations.shape != self.truth.shape:
+            raise UserInputError(
+                f"observations {self.observations.shape} must be [grid, field] = {self.truth.shape} (NaN unobserved)"
+            )
 
 
 # --------------------------------------------------------------------------------------------------- data
+def observation_file(path: str | Path, date: datetime) -> Path:
+    """``path/truth/obs_{YYYYMMDDHH}.npz``: the observations of ``date`` in a synthetic EDA folder."""
+    return Path(path) / "truth" / f"obs_{date.strftime('%Y%m%d%H')}.npz"
+
+
+def read_observations(path: str | Path, date: datetime, variables: Sequence[str], npoints: int) -> np.ndarray:
+    """The observations of ``date`` on the grid, ``[G, F]`` in the order of ``variables`` (``t_1``, ...), NaN where
+    unobserved (also every point of a field the file does not observe), from :func:`observation_file`."""
+    file = observation_file(path, date)
+    with np.load(file) as obs:
+        names, values, index = [str(n) for n in obs["variables"]], obs["values"], obs["obs_index"]
+    out = np.full((npoints, len(variables)), np.nan)
+    for f, name in enumerate(variables):
+        if name in names:
+            out[index, f] = values[names.index(name)]
+    return out
+
+
 def read_cases(
-    path: str | Path, dates: Sequence[int] | None = None, *, extra_members: int = 0
+    path: str | Path, dates: Sequence[int] | None = None, *, extra_members: int = 0, observations: bool = False
 ) -> tuple[Iterator[HybridCase], dict[str, Any]]:
     """The dates of a synthetic EDA folder (``hybrid-eda synthetic``) as :class:`HybridCase`, lazily.
 
     The folder's EDA is regenerated from its ``manifest.json`` (:func:`hybrid_eda.evaluation.data.config_from_manifest`,
     exact float64; the GRIB files hold the same values to 16-bit packing), date by date. ``extra_members > 0``
     regenerates it with ``N + extra_members`` members and keeps the last ones apart (``extra_analyses``): the first
-    N are the folder's members whatever the total (one random stream per member).
+    N are the folder's members whatever the total (one random stream per member). ``observations`` reads each date's
+    observations from the folder (:func:`read_observations`) into ``HybridCase.observations``.
+
+    Raises
+    ------
+    UserInputError
+        No manifest, date indices out of range, or (with ``observations``) a date without its observation file.
 
     Returns
     -------
@@ -124,6 +159,15 @@ def read_cases(
     wanted = set(range(len(config.dates))) if dates is None else {int(i) for i in dates}
     if not wanted or min(wanted) < 0 or max(wanted) >= len(config.dates):
         raise UserInputError(f"date indices {sorted(wanted)} are not among the {len(config.dates)} dates of {path}")
+    if observations:
+        absent = [observation_file(path, config.dates[i]) for i in sorted(wanted)]
+        absent = [str(f) for f in absent if not f.is_file()]
+        if absent:
+            raise UserInputError(
+                f"the generator was trained with observations but {path} has no observation file {absent[0]} "
+                f"({len(absent)} of {len(wanted)} dates): give a synthetic EDA folder written by `hybrid-eda "
+                "synthetic` (it writes truth/obs_*.npz), or evaluate a checkpoint trained without observations"
+            )
     eda = SyntheticEDA(config)
 
     def cases() -> Iterator[HybridCase]:
@@ -134,13 +178,16 @@ def read_cases(
                 continue
             blocks = list(eda.fields(state))
             analyses = np.stack([b.analyses for b in blocks], axis=-1)  # [N + extra, G, F]
+            names = tuple(b.name for b in blocks)
+            obs = read_observations(path, state.date, names, eda.grid.npoints) if observations else None
             yield HybridCase(
                 date=state.date,
-                variables=tuple(b.name for b in blocks),
+                variables=names,
                 backgrounds=np.stack([b.backgrounds[:n] for b in blocks], axis=-1),  # [N, G, F]
                 analyses=analyses[:n],  # [N, G, F]
                 truth=np.stack([b.truth for b in blocks], axis=-1),  # [G, F]
                 extra_analyses=analyses[n:] if extra_members else None,
+                observations=obs,  # [G, F] or None
             )
 
     info = {"grid": eda.grid, "members": n, "dates": tuple(config.dates), "seed": config.seed}
@@ -180,12 +227,20 @@ class ModelSource(MemberSource):
     guide_backgrounds)`` (a :class:`~hybrid_eda.models.member_generator_core.MemberGeneratorCore`, or what
     ``hybrid_eda.models.load_member_generator(checkpoint)`` returns), physical units in and out.
 
-    One member per start (``n_members = k``); its noise from ``torch.Generator().manual_seed(seed)``.
+    One member per start (``n_members = k``); its noise from ``torch.Generator().manual_seed(seed)``. A model trained
+    with observations (``uses_observations``; ``observation_variables`` names, per analysis variable, its observation
+    variable or None) gets ``case.observations`` of its observed variables, NaN for the others.
     """
 
     def __init__(self, model: Any, name: str, label: str, *, steps: int | None = None) -> None:
         self.model, self.name, self.label, self.steps = model, name, label, steps
         self.order: list[int] | None = None
+        self._observations: np.ndarray | None = None  # [G, F] of the case being generated, model order
+
+    @property
+    def uses_observations(self) -> bool:
+        """Whether the model was trained with observations (it then needs ``HybridCase.observations``)."""
+        return bool(getattr(self.model, "uses_observations", False))
 
     def members(self, case: HybridCase, n_real: int, seed: int) -> np.ndarray:
         """As :meth:`MemberSource.members`, the fields in the model's order if it names them (``variables``).
@@ -193,17 +248,27 @@ class ModelSource(MemberSource):
         A checkpoint's variables are the store's (alphabetical: ``d_an_1, ..., vo_an_5``), the synthetic EDA's
         fields another order (``vo_1, d_1, ...``): each analysis variable ``t_an_3`` is the field ``t_3``.
         """
+        if self.uses_observations and case.observations is None:
+            raise UserInputError(
+                f"{self.name}: the generator was trained with observations but the case of {case.date.isoformat()} "
+                "has none; read the cases with read_cases(..., observations=True)"
+            )
         names = getattr(self.model, "variables", None)
         if names is None:
+            self._observations = case.observations if self.uses_observations else None
             return super().members(case, n_real, seed)
         fields = [v.replace("_an_", "_") if "_an_" in v else v.removesuffix("_an") for v in names]
         if sorted(fields) != sorted(case.variables):
             raise UserInputError(f"{self.name}: the model's fields {fields} are not the test EDA's {case.variables}")
         self.order = [case.variables.index(f) for f in fields]
         inverse = np.argsort(self.order)
+        self._observations = None
+        if self.uses_observations:
+            observed = np.array([n is not None for n in getattr(self.model, "observation_variables", names)])
+            self._observations = np.where(observed, case.observations[..., self.order], np.nan)  # [G, F]
         permuted = dataclasses.replace(case, variables=tuple(fields), backgrounds=case.backgrounds[..., self.order],
                                        analyses=case.analyses[..., self.order], truth=case.truth[..., self.order],
-                                       extra_analyses=None)  # fmt: skip
+                                       extra_analyses=None, observations=None)  # fmt: skip
         out = super().members(permuted, n_real, seed)[..., inverse]
         self.last = (case.date, n_real, out)
         return out
@@ -213,6 +278,8 @@ class ModelSource(MemberSource):
 
         generator = torch.Generator().manual_seed(int(seed))
         extra = {} if self.steps is None else {"steps": self.steps}
+        if self._observations is not None:
+            extra["observations"] = torch.from_numpy(np.ascontiguousarray(self._observations, dtype=np.float32))
         with torch.no_grad():
             out = self.model.generate(
                 torch.from_numpy(np.ascontiguousarray(starts, dtype=np.float32)),

@@ -160,12 +160,13 @@ def run_members(args: argparse.Namespace) -> int:
     if not 2 <= args.real < info["members"]:
         raise UserInputError(f"--real {args.real} of the {info['members']} members of {args.test}: need 2 <= N_s < N")
     extra = info["members"] - args.real if "more-real" in args.baselines else 0
-    cases, _ = read_cases(args.test, args.dates, extra_members=extra)
     sources = []
     if args.checkpoint is not None:
         sources.append(ModelSource(_load_generator(args.checkpoint), "trained", "from the member generator",
                                    steps=args.steps))  # fmt: skip
         sources.extend(RescaledSpread(sources[0], factors) for factors in rescaled)
+    observations = bool(sources) and sources[0].uses_observations  # read the test EDA's observations if it wants them
+    cases, _ = read_cases(args.test, args.dates, extra_members=extra, observations=observations)
     cases = iter(cases)
     first = next(cases)
     if "untrained" in args.baselines:
@@ -187,6 +188,7 @@ def run_members(args: argparse.Namespace) -> int:
     summary = evaluation.summary()
     summary["source"] = {"test": str(args.test), "seed": info["seed"], "grid": info["grid"].name,
                          "checkpoint": None if args.checkpoint is None else str(args.checkpoint),
+                         "observations": observations,
                          "noise_seed": args.seed, "steps": args.steps, "spread": args.spread,
                          "dates": args.dates}  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)

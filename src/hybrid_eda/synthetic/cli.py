@@ -2,6 +2,7 @@
 
     hybrid-eda synthetic --grid O32 --levels 3 --members 5 --start 2023-01-01T00 --end 2023-01-01T18 \\
         --frequency 6 --seed 1 --out DIR [--variables t q] [--set errors.front_factor=4 ...]
+    hybrid-eda synthetic-obs-grib DIR [--out COPY] [--overwrite]   # grib/obs_*.grib of an EDA from its npz
 """
 
 from __future__ import annotations
@@ -73,6 +74,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing synthetic EDA in --out")
     parser.set_defaults(func=run)
 
+    obs = subparsers.add_parser(
+        "synthetic-obs-grib",
+        help="write a synthetic EDA's observations as GRIB on the grid (grib/obs_*.grib) from its truth/obs_*.npz",
+        description="Write grib/obs_{YYYYMMDDHH}.grib (stream elda, type gai, one copy per member, missing where "
+        "unobserved) for every date of a synthetic EDA written before the writer produced them, from its npz.",
+    )
+    obs.add_argument("eda", help="the synthetic EDA folder (manifest.json, truth/obs_*.npz)")
+    obs.add_argument("--out", type=output_dir, default=None,
+                     help="write into this folder instead (e.g. a copy linking to a read-only EDA)")  # fmt: skip
+    obs.add_argument("--overwrite", action="store_true", help="replace observation GRIB files that exist")
+    obs.set_defaults(func=run_observation_grib)
+
 
 def run(args: argparse.Namespace) -> int:
     """Build the configuration from ``args``, write the EDA and print a one-line summary; returns 0."""
@@ -86,4 +99,14 @@ def run(args: argparse.Namespace) -> int:
         f"{config.members} members x {len(config.dates)} dates in {files.root} "
         f"({timing['total_seconds']:.1f} s, peak RSS {timing['peak_rss_mb']:.0f} MB); see {files.manifest}"
     )
+    return 0
+
+
+def run_observation_grib(args: argparse.Namespace) -> int:
+    """Write the observation GRIB of ``args.eda`` and print a one-line summary; returns 0."""
+    from hybrid_eda.synthetic.observation_grib import add_observation_grib
+
+    files = add_observation_grib(args.eda, out_dir=args.out, overwrite=args.overwrite)
+    where = files[0].parent if files else args.out or args.eda
+    print(f"observation GRIB: {len(files)} dates in {where}")
     return 0

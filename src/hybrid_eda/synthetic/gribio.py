@@ -14,9 +14,17 @@ background member   elda    fc     1 (ensemble member)   date - step, step = bac
 analysis member     elda    an     1 (ensemble member)   date, step 0
 truth               oper    an     0 (deterministic)     date, step 0
 sigma_b (exact)     elda    es     0 (deterministic)     date, step 0
+observations        elda    gai    1 (ensemble member)   date, step 0; missing values where unobserved
 ==================  ======  =====  ====================  ========================================
 
 Ensemble members carry ``perturbationNumber`` (MARS ``number``) 1..N and ``numberOfForecastsInEnsemble`` N.
+
+**Observations** are point values on the grid, so they are written as gridded fields with a bitmap: the observed
+points carry the (unperturbed) observation ``y``, every other point is missing (``bitmapPresent=1``,
+``missingValue`` :data:`MISSING_VALUE`), which earthkit-data and anemoi-datasets read as NaN. MARS type ``gai``
+("gridded analysis input") is the GRIB2-encodable type closest to "observations": ``ob`` (and ``ai``, ``ofb``)
+exist for BUFR only and eccodes silently encodes them as ``an``. They are the same for every member; each file
+holds one copy per member number 1..N so that anemoi-datasets can join them with the members on the ensemble axis.
 """
 
 from __future__ import annotations
@@ -30,10 +38,23 @@ import numpy as np
 from hybrid_eda._eccodes import eccodes
 from hybrid_eda.synthetic.grids import GaussianGrid
 
-__all__ = ["ANALYSIS", "BACKGROUND", "SIGMA_B", "TRUTH", "GribEncoder", "MessageKind", "packing_tolerance"]
+__all__ = [
+    "ANALYSIS",
+    "BACKGROUND",
+    "MISSING_VALUE",
+    "OBSERVATIONS",
+    "SIGMA_B",
+    "TRUTH",
+    "GribEncoder",
+    "MessageKind",
+    "packing_tolerance",
+]
 
 #: MARS ``class`` and ``expver`` of every message.
 MARS_CLASS, MARS_EXPVER = "od", "0001"
+
+#: ``missingValue`` of the messages with a bitmap (observations): outside the range of every synthetic variable.
+MISSING_VALUE = 9999.0
 
 
 @dataclass(frozen=True)
@@ -44,10 +65,12 @@ class MessageKind:
     mars_type: str
     ensemble: bool
     forecast: bool = False
+    missing: bool = False  # a bitmap: NaN values are encoded as missing
 
 
 BACKGROUND = MessageKind("elda", "fc", ensemble=True, forecast=True)
 ANALYSIS = MessageKind("elda", "an", ensemble=True)
+OBSERVATIONS = MessageKind("elda", "gai", ensemble=True, missing=True)
 TRUTH = MessageKind("oper", "an", ensemble=False)
 SIGMA_B = MessageKind("elda", "es", ensemble=False)
 
@@ -81,6 +104,9 @@ def _template(grid: GaussianGrid, kind: MessageKind, members: int) -> int:
     eccodes.codes_set(handle, "longitudeOfFirstGridPointInDegrees", 0.0)
     eccodes.codes_set(handle, "longitudeOfLastGridPointInDegrees", 360.0 - 360.0 / float(grid.pl.max()))
     eccodes.codes_set(handle, "stepUnits", 1)
+    if kind.missing:
+        eccodes.codes_set(handle, "bitmapPresent", 1)
+        eccodes.codes_set(handle, "missingValue", MISSING_VALUE)
     return handle
 
 
@@ -118,12 +144,20 @@ class GribEncoder:
         step_hours: int = 0,
         number: int | None = None,
     ) -> bytes:
-        """One GRIB2 message of ``values [G]`` valid at ``valid`` (the base time is ``valid - step_hours``)."""
+        """One GRIB2 message of ``values [G]`` valid at ``valid`` (the base time is ``valid - step_hours``).
+
+        With ``kind.missing`` NaN values are encoded as missing (bitmap); otherwise every value must be finite.
+        """
         values = np.asarray(values, dtype=np.float64)
         if values.shape != (self.grid.npoints,):
             raise ValueError(f"expected {self.grid.npoints} values on {self.grid.name}, got shape {values.shape}.")
-        if not np.isfinite(values).all():
-            raise ValueError(f"non-finite values in paramId {param_id} level {level} at {valid.isoformat()}.")
+        where = f"paramId {param_id} level {level} at {valid.isoformat()}"
+        if kind.missing:
+            if np.isinf(values).any() or (values == MISSING_VALUE).any():
+                raise ValueError(f"infinite values or the missing value {MISSING_VALUE} in {where}.")
+            values = np.where(np.isnan(values), MISSING_VALUE, values)
+        elif not np.isfinite(values).all():
+            raise ValueError(f"non-finite values in {where}.")
         handle = self._handle(kind)
         step = step_hours if kind.forecast else 0
         base = valid - timedelta(hours=step)

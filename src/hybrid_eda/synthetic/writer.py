@@ -8,6 +8,9 @@ Layout of ``out_dir`` (stable: recipes in ``recipes/*-local.yaml`` read it)::
     grib/an_{YYYYMMDDHH}.grib       analyses, the same with type=an, step 0
     truth/truth_{YYYYMMDDHH}.grib   the truth: stream=oper type=an, no ensemble number
     truth/sigma_b_{YYYYMMDDHH}.grib the exact background-error std: stream=elda type=es, no number
+    grib/obs_{YYYYMMDDHH}.grib      the observations on the grid: stream=elda type=gai, number=1..N (the same
+                                    values for every member), step 0, missing (NaN) where unobserved
+                                    (:mod:`hybrid_eda.synthetic.observation_grib`)
     truth/obs_{YYYYMMDDHH}.npz      the observations: obs_index [p], latitudes, longitudes [p],
                                     variables [F], values [F, p], std [F, p]
     manifest.json                   every parameter (seed, grid, levels, members, dates, variables,
@@ -44,6 +47,7 @@ from hybrid_eda.synthetic.gribio import (
     TRUTH,
     GribEncoder,
 )
+from hybrid_eda.synthetic.observation_grib import OBSERVATION_GRIB, OBSERVATION_MARS, write_observation_messages
 from hybrid_eda.synthetic.variables import VARIABLES
 
 __all__ = ["PATTERNS", "SyntheticEDAFiles", "write_synthetic_eda"]
@@ -57,6 +61,7 @@ PATTERNS = {
     "truth": "truth/truth_{date:strftime(%Y%m%d%H)}.grib",
     "sigma_b": "truth/sigma_b_{date:strftime(%Y%m%d%H)}.grib",
     "observations": "truth/obs_{date:strftime(%Y%m%d%H)}.npz",
+    "observation_grib": OBSERVATION_GRIB,
 }
 MANIFEST = "manifest.json"
 
@@ -76,6 +81,7 @@ class SyntheticEDAFiles:
     truth: tuple[Path, ...]
     sigma_b: tuple[Path, ...]
     observations: tuple[Path, ...]
+    observation_grib: tuple[Path, ...]
 
 
 def _peak_rss_mb() -> float:
@@ -128,6 +134,7 @@ def _manifest(config: SyntheticEDAConfig, eda: SyntheticEDA, files: dict[str, li
             "analyses": {"stream": ANALYSIS.stream, "type": ANALYSIS.mars_type, "step": 0, "number": "1..N"},
             "truth": {"stream": TRUTH.stream, "type": TRUTH.mars_type, "step": 0},
             "sigma_b": {"stream": SIGMA_B.stream, "type": SIGMA_B.mars_type, "step": 0},
+            "observations": OBSERVATION_MARS,
         },  # fmt: skip
         "packing": {"packingType": "grid_simple", "bitsPerValue": config.bits_per_value},
         "patterns": dict(PATTERNS),
@@ -208,6 +215,9 @@ def write_synthetic_eda(
                     values=np.stack(obs_values),  # [F, p]
                     std=np.stack(obs_std),  # [F, p]
                 )
+            with open(temporary["observation_grib"], "wb") as handle:
+                write_observation_messages(encoder, handle, names=np.array(obs_names), values=np.stack(obs_values),
+                                           obs_index=state.obs_index, date=date)  # fmt: skip
             for kind, name in names.items():
                 os.replace(temporary[kind], root / name)
                 files[kind].append(name)
