@@ -48,6 +48,12 @@ def _experiment_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--method", choices=list(METHODS), help="DA method (default: the preset's, etkf)")
     g.add_argument("--members", "-N", type=int, help="ensemble size N")
     g.add_argument("--inflation", type=float, help="multiplicative inflation of the background anomalies (>= 1)")
+    g.add_argument(
+        "--rtps",
+        type=float,
+        help="relaxation to prior spread of every analysis, real and emulated members together (0 = off, the "
+        "default; 1 = the background spread)",
+    )
     g.add_argument("--cycles", type=int, help="DA cycles run, spin-up included (preset: 10000)")
     g.add_argument("--spinup", type=int, help="first cycles left out of the scores (default min(500, cycles/5))")
     g.add_argument(
@@ -87,7 +93,7 @@ def _experiment_options(p: argparse.ArgumentParser) -> None:
 def _config_overrides(args: argparse.Namespace) -> dict[str, Any]:
     keys = (
         "method members inflation cycles spinup seed batch obs_every obs_std steps_per_obs forcing dt init_spread "
-        "window b_mode hybrid_weight b_scale rotate"
+        "window b_mode hybrid_weight b_scale rotate rtps"
     ).split()
     return {k: getattr(args, k) for k in keys}
 

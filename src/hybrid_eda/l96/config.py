@@ -25,6 +25,7 @@ from hybrid_eda.l96.methods import method_spec
 from hybrid_eda.l96.model import Lorenz96
 from hybrid_eda.l96.observations import ObservationOperator
 from hybrid_eda.l96.presets import TWIN_FIELDS, ExpectedScore, ExperimentSettings, Preset, get_preset
+from hybrid_eda.l96.spread_relaxation import check_rtps
 from hybrid_eda.l96.var4d_control import B_MODES
 
 __all__ = ["SETTING_FIELDS", "ExperimentConfig", "resolve_settings"]
@@ -55,7 +56,7 @@ class ExperimentConfig:
     emulator : str or None
         Hybrid cycle: members ``0 .. n_real-1`` are real, the rest come from this emulator (None = full EDA).
     method, members, inflation, cycles, spinup, n, forcing, dt, obs_every, obs_std, steps_per_obs, window, \
-b_mode, hybrid_weight, b_scale, n_real, init_spread, rotate
+b_mode, hybrid_weight, b_scale, n_real, init_spread, rotate, rtps
         The settings of :class:`~hybrid_eda.l96.presets.ExperimentSettings`; ``None``: the preset's
         (``n_real``: the preset's in a hybrid cycle, None for the full EDA).
     """
@@ -82,6 +83,7 @@ b_mode, hybrid_weight, b_scale, n_real, init_spread, rotate
     emulator: str | None = None
     init_spread: float | None = None
     rotate: bool | None = None
+    rtps: float | None = None
 
     def __post_init__(self) -> None:
         given = {name: getattr(self, name) for name in SETTING_FIELDS}
@@ -108,6 +110,7 @@ b_mode, hybrid_weight, b_scale, n_real, init_spread, rotate
                 f"inflation must be >= 1 (it multiplies the background anomalies; 1 = none), got {self.inflation}; "
                 "use e.g. --inflation 1.02."
             )
+        check_rtps(self.rtps)  # type: ignore[arg-type]
         if cycles < 1:
             raise ValueError(f"cycles must be at least 1, got {self.cycles}; use e.g. --cycles 10000.")
         if not 0 <= spinup < cycles:
@@ -235,7 +238,8 @@ def resolve_settings(preset: Preset, given: Mapping[str, Any], hybrid: bool = Fa
     * ``window``: the preset's for a windowed method (4D-Var), 1 for the filters;
     * ``rotate``: the preset's for a rotatable method (the ETKF), off for the others;
     * ``spinup``: the preset's, at most a fifth of the cycles;
-    * ``members``, ``inflation``: 1 and 1.0 for a deterministic method (OI, 3D-Var), whatever was given;
+    * ``members``, ``inflation``, ``rtps``: 1, 1.0 and 0.0 for a deterministic method (OI, 3D-Var), whatever was
+      given;
     * ``n_real``: the preset's in a hybrid cycle, ``None`` for the full EDA.
     """
     values = {name: given[name] if given.get(name) is not None else getattr(preset, name) for name in SETTING_FIELDS}
@@ -249,7 +253,7 @@ def resolve_settings(preset: Preset, given: Mapping[str, Any], hybrid: bool = Fa
     if not spec.ensemble:
         if values["members"] != 1 and given.get("members") is not None or given.get("inflation") not in (None, 1.0):
             LOGGER.info("%s is deterministic: running one member without inflation.", spec.name)
-        values["members"], values["inflation"] = 1, 1.0
+        values["members"], values["inflation"], values["rtps"] = 1, 1.0, 0.0
     if not hybrid and given.get("n_real") is None:
         values["n_real"] = None
     return values

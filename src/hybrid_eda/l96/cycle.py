@@ -42,6 +42,7 @@ from hybrid_eda.l96.model import Lorenz96
 from hybrid_eda.l96.observations import ObservationOperator
 from hybrid_eda.l96.presets import ExperimentSettings
 from hybrid_eda.l96.seeding import STREAMS, BatchGenerator, experiment_streams
+from hybrid_eda.l96.spread_relaxation import check_rtps, relax_to_prior_spread
 
 __all__ = [
     "CycleSettings",
@@ -89,6 +90,8 @@ class CycleSettings:
         Keep every cycle's background and analysis members (for the EDA archive; batch 1 only).
     progress : bool
         Show a tqdm progress bar (on stderr, only when it is a terminal).
+    rtps : float
+        Relaxation to prior spread of every analysis, all members (:mod:`hybrid_eda.l96.spread_relaxation`).
     """
 
     cycles: int
@@ -100,11 +103,13 @@ class CycleSettings:
     truth_spinup_steps: int = 2000
     keep_members: bool = False
     progress: bool = False
+    rtps: float = ExperimentSettings.rtps
 
     @classmethod
     def from_experiment(cls, config: Any, **overrides: Any) -> CycleSettings:
         """The cycle of an :class:`~hybrid_eda.l96.config.ExperimentConfig` (cycles, spin-up, members, batch, seed,
-        initial spread), with ``overrides`` (e.g. ``members`` of an N_s-only EDA, ``keep_members``, ``progress``)."""
+        initial spread, RTPS), with ``overrides`` (e.g. ``members`` of an N_s-only EDA, ``keep_members``,
+        ``progress``)."""
         fields = {
             "cycles": int(config.cycles),
             "spinup": int(config.spinup),
@@ -112,10 +117,12 @@ class CycleSettings:
             "batch": int(config.batch),
             "seed": int(config.seed),
             "init_spread": float(config.init_spread),
+            "rtps": float(config.rtps),
         }
         return cls(**(fields | overrides))
 
     def __post_init__(self) -> None:
+        check_rtps(self.rtps)
         if self.cycles < 1:
             raise ValueError(f"cycles must be at least 1, got {self.cycles}; use e.g. --cycles 10000.")
         if not 0 <= self.spinup < self.cycles:
@@ -303,7 +310,7 @@ def run_cycles(
     bg_buf = np.empty((block, batch, n_members, n))  # [c, B, N, n]
     an_buf = np.empty((block, batch, n_members, n))  # [c, B, N, n]
     progress = _progress_bar(settings)
-    step = _AnalysisStep(method, hybrid, n_members)
+    step = _AnalysisStep(method, hybrid, n_members, rtps=settings.rtps)
     lost_at = np.full(batch, -1)  # cycle at which an experiment blew up (mask_diverged), -1 = never
     try:
         with np.errstate(over="ignore", invalid="ignore"):
@@ -370,10 +377,12 @@ class _AnalysisStep:
     analyses only (``n_analyses=N_s``): the analyses of the emulated members are never computed, so the
     emulator cannot read them, and the saving shows in ``analysis_seconds``. Only an upper bound
     (:class:`~hybrid_eda.l96.emulators.UpperBound`) makes the cycle compute all N and hands it the hidden ones.
+    With ``rtps > 0`` the whole analysis ensemble (real and emulated members together) then has its spread relaxed
+    towards the background's (:func:`~hybrid_eda.l96.spread_relaxation.relax_to_prior_spread`).
     """
 
-    def __init__(self, method: Assimilator, hybrid: HybridSetting | None, n_members: int) -> None:
-        self.method, self.hybrid = method, hybrid
+    def __init__(self, method: Assimilator, hybrid: HybridSetting | None, n_members: int, rtps: float = 0.0) -> None:
+        self.method, self.hybrid, self.rtps = method, hybrid, float(rtps)
         self.bound = hybrid is not None and isinstance(hybrid.emulator, UpperBound)
         #: Analyses asked of the method per experiment (None: all N).
         self.n_analyses = None if hybrid is None or self.bound else hybrid.n_real
@@ -388,6 +397,9 @@ class _AnalysisStep:
 
     def __call__(self, xb: np.ndarray, y: np.ndarray, method_rng: Any, emulator_rng: Any) -> np.ndarray:
         """``xb [B, N, n]``, ``y [B, L, p]`` -> ``xa [B, N, n]``."""
+        return relax_to_prior_spread(xb, self._analyse_all(xb, y, method_rng, emulator_rng), self.rtps)
+
+    def _analyse_all(self, xb: np.ndarray, y: np.ndarray, method_rng: Any, emulator_rng: Any) -> np.ndarray:
         t0 = time.perf_counter()
         xa_method = self.analyse(xb, y, method_rng)  # [B, N, n] or [B, N_s, n]
         t1 = time.perf_counter()

@@ -134,6 +134,10 @@ class ExperimentSettings:
         Standard deviation of the initial ensemble around the initial truth.
     n_real : int
         Number N_s of real members in a hybrid cycle.
+    rtps : float
+        Relaxation to prior spread of the analysis ensemble (0 = off, 1 = the background spread), after the
+        analysis and, in a hybrid cycle, on the real and emulated members together
+        (:mod:`hybrid_eda.l96.spread_relaxation`); 0 for a deterministic method.
     """
 
     n: int = 40
@@ -154,6 +158,7 @@ class ExperimentSettings:
     spinup: int = 500
     init_spread: float = 1.0
     n_real: int = 10
+    rtps: float = 0.0
 
 
 @dataclass(frozen=True, kw_only=True)
