@@ -21,6 +21,7 @@ __all__ = [
     "NAMES",
     "N_GRID",
     "N_MEMBERS",
+    "SYNTHETIC_SPLITS",
     "TINY_L96_DATES",
     "TINY_L96_SPLITS",
     "compose_config",
@@ -44,6 +45,16 @@ TINY_L96_SPLITS = [
     "dataloader.validation.datasets.eda.start=2000-02-02T00:00:00",
     "dataloader.validation.datasets.eda.end=2000-02-03T06:00:00",
     "dataloader.test.datasets.eda.start=2000-02-03T12:00:00",
+]
+#: The splits of a 2-step training of the synthetic configs on a tiny store of 6 dates from 2023-01-01T00.
+SYNTHETIC_SPLITS = [
+    "training.max_steps=2",
+    "dataloader.limit_batches.validation=1",
+    "dataloader.batch_size.training=1",
+    "dataloader.training.datasets.eda.end=2023-01-01T06:00:00",
+    "dataloader.validation.datasets.eda.start=2023-01-01T12:00:00",
+    "dataloader.validation.datasets.eda.end=2023-01-01T18:00:00",
+    "dataloader.test.datasets.eda.start=2023-01-02T00:00:00",
 ]
 
 
@@ -79,12 +90,14 @@ def ring_graph_data(n: int = N_GRID, k: int = 2):
 def member_generator_model(seed: int = 0, diffusion: bool = True, **overrides):
     """The shipped L96 model config built in-process, with a random (trained-looking) output layer."""
     from anemoi.models.data_indices.collection import IndexCollection
+    from omegaconf import open_dict
 
     from hybrid_eda.models import MemberGenerator
 
     config = compose_config("member_generator_l96")
-    for key, value in overrides.items():
-        config.model.model[key] = value
+    with open_dict(config.model.model):  # settings the config does not name too (e.g. observation_fill)
+        for key, value in overrides.items():
+            config.model.model[key] = value
     indices = {"eda": IndexCollection(config.data.datasets.eda, NAMES)}
     stats = {"mean": np.array([2.3, 2.3, 2.3]), "stdev": np.array([3.6, 3.6, 3.6])}
     stats |= {"minimum": np.full(3, -10.0), "maximum": np.full(3, 15.0)}

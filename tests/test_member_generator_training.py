@@ -17,6 +17,7 @@ from member_generator_checkpoints import (
     N_GRID,
     N_MEMBERS,
     NAMES,
+    SYNTHETIC_SPLITS,
     TINY_L96_DATES,
     TINY_L96_SPLITS,
     tiny_recipe_store,
@@ -282,15 +283,6 @@ def test_l96_config_trains_and_its_checkpoint_generates_members(tiny_store):
     assert rmse < 2 * np.sqrt(((bg[10:, :, 0] - truth) ** 2).mean())  # 2 steps: still about the base flow
 
 
-SYNTHETIC_SPLITS = [
-    "training.max_steps=2",
-    "dataloader.limit_batches.validation=1",
-    "dataloader.batch_size.training=1",
-    "dataloader.training.datasets.eda.end=2023-01-01T06:00:00",
-    "dataloader.validation.datasets.eda.start=2023-01-01T12:00:00",
-    "dataloader.validation.datasets.eda.end=2023-01-01T18:00:00",
-    "dataloader.test.datasets.eda.start=2023-01-02T00:00:00",
-]
 #: What the operational config needs to run on the tiny CPU store (its own settings otherwise).
 N128_ON_THE_TINY_STORE = [
     "system.hardware.accelerator=cpu",

@@ -29,6 +29,10 @@ TRAINED_BY = {
     ),  # 2 steps
     "member_generator_n128": ("test_member_generator_training", "test_global_configs_train_two_steps"),  # 2 steps
     "member_generator_synthetic": ("test_member_generator_training", "test_global_configs_train_two_steps"),  # 2
+    "member_generator_synthetic_obs": (
+        "test_member_generator_synthetic_obs",
+        "test_obs_recipe_config_and_evaluation_end_to_end",
+    ),  # 2 steps
     "variance_emulator_synthetic": (
         "test_variance_training",
         "test_synthetic_config_trains_and_its_checkpoint_emulates_any_m",  # 2 steps

@@ -30,6 +30,7 @@ normalised with the output normaliser. The model config block::
         analysis_tag: _an          # analysis x_an <-> background x_bg; t_an_1 <-> t_1 with background_tag ""
         background_tag: _bg
         observations: {x_an: obs}  # analysis variable -> its observation variable (optional)
+        observation_fill: -9999.0  # the value an anemoi ConstantImputer, after the normaliser, gives their NaNs
         guides: [5, 15]            # N_s per training batch (int or [lo, hi]); validation_guides: 10
         validation_guides: 10
         replicas: 2                # R generated members per target
@@ -154,6 +155,10 @@ class MemberGenerator(nn.Module):
         self.register_buffer("analysis_in", torch.tensor([input_names.index(n) for n in self.analysis_names]))
         self.register_buffer("background_in", torch.tensor([input_names.index(n) for n in self.background_names]))
         self.has_observations = any(self.observation_names)
+        # anemoi refuses NaNs after the processors: an imputer after the normaliser fills the unobserved points with
+        # observation_fill (normalised units, exact), which split() turns back into NaN.
+        fill = cfg.get("observation_fill")
+        self.observation_fill = None if fill is None else float(fill)
         obs_in = [input_names.index(n) if n else 0 for n in self.observation_names]
         self.register_buffer("observation_in", torch.tensor(obs_in))
         self.register_buffer("observed_variable", torch.tensor([n is not None for n in self.observation_names]))
@@ -250,6 +255,9 @@ class MemberGenerator(nn.Module):
         observations = None
         if self.has_observations:
             raw = fields[:, 0][..., self.observation_in]  # [b, grid, var]: the same for every member
+            fill = getattr(self, "observation_fill", None)  # None in checkpoints saved before the setting
+            if fill is not None:  # the imputer's value at the unobserved points
+                raw = torch.where(raw == fill, torch.full_like(raw, float("nan")), raw)
             raw = (raw - self.input_add[self.observation_in]) / self.input_mul[self.observation_in]
             observations = torch.where(self.observed_variable, raw, torch.full_like(raw, float("nan")))
         return {

@@ -1,0 +1,86 @@
+"""``member_generator_synthetic_obs`` end to end on a tiny synthetic EDA (O32 x 2 levels, 10 members, 6 dates):
+``recipes/synthetic-eda-generator-obs.yaml`` builds a store whose observation variables are NaN where unobserved,
+the config trains 2 steps with every analysis variable mapped to its observations, and ``evaluate members`` feeds
+the test EDA's observations to the checkpoint (and refuses a test folder without them, naming the fix)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from isolated_run import isolated_environment, run_command, run_logged
+from member_generator_checkpoints import SYNTHETIC_SPLITS, train_shipped_config
+
+BIN = Path(sys.executable).parent
+FIELDS = ["d", "lnsp", "o3", "q", "t", "vo"]
+
+
+@pytest.fixture(scope="module")
+def tiny_obs_store(tmp_path_factory):
+    """The tiny synthetic EDA (its writer also writes grib/obs_*.grib) and its generator store with observations."""
+    from hybrid_eda.resources import recipes_dir
+
+    workdir = tmp_path_factory.mktemp("member_generator_synthetic_obs")
+    env = isolated_environment(workdir)
+    synthetic = ["synthetic", "--grid", "O32", "--levels", "2", "--members", "10", "--start", "2023-01-01T00",
+                 "--end", "2023-01-02T06", "--seed", "1", "--out", "synthetic-eda"]  # fmt: skip
+    run_logged([str(BIN / "hybrid-eda"), *synthetic], workdir, env)
+    recipe = yaml.safe_load((recipes_dir() / "synthetic-eda-generator-obs.yaml").read_text())
+    recipe["dates"]["end"] = "2023-01-02T06:00:00"
+    (workdir / "tiny.yaml").write_text(yaml.safe_dump(recipe))
+    run_logged([str(BIN / "anemoi-datasets"), "create", "tiny.yaml", "eda-generator-obs.zarr"], workdir, env)
+    return {"workdir": workdir, "env": env}
+
+
+@pytest.mark.slow
+def test_obs_recipe_config_and_evaluation_end_to_end(tiny_obs_store):
+    from anemoi.datasets import open_dataset
+
+    workdir, env = tiny_obs_store["workdir"], tiny_obs_store["env"]
+    store = open_dataset(str(workdir / "eda-generator-obs.zarr"))
+    names = store.variables
+    observed = [f"{v}_obs_{level}" for v in FIELDS for level in ((1,) if v == "lnsp" else (1, 2))]
+    assert set(observed) <= set(names) and len(names) == 3 * len(observed)
+    date = 1
+    with np.load(workdir / "synthetic-eda" / "truth" / "obs_2023010106.npz") as obs:
+        index, npz_names, values = obs["obs_index"], [str(n) for n in obs["variables"]], obs["values"]
+    data = store[date]  # [var, member, grid]
+    for name in ("t_obs_2", "lnsp_obs_1"):
+        field = data[names.index(name)]
+        np.testing.assert_array_equal(field, field[:1].repeat(field.shape[0], axis=0))  # the same for every member
+        unobserved = np.ones(field.shape[-1], dtype=bool)
+        unobserved[index] = False
+        assert np.isnan(field[:, unobserved]).all() and np.isfinite(field[:, index]).all()
+        reference = values[npz_names.index(name.replace("_obs", ""))]
+        np.testing.assert_allclose(field[0, index], reference, rtol=1e-3, atol=1e-3 * np.abs(reference).max())
+
+    log, checkpoint = train_shipped_config(workdir, env, "member_generator_synthetic_obs", SYNTHETIC_SPLITS)
+    assert "member generator: 11 variables, 5248 grid points, 47232 edges, guides (6, 8) (validation 7)" in log
+
+    from hybrid_eda.models import load_member_generator
+
+    runner = load_member_generator(checkpoint)
+    assert runner.uses_observations
+    assert runner.observation_variables == [n.replace("_an_", "_obs_") for n in runner.variables]
+
+    out = workdir / "eval"
+    command = [str(BIN / "hybrid-eda"), "evaluate", "members", str(checkpoint), "--test", "synthetic-eda", "--real",
+               "3", "--dates", "4", "5", "--baselines", "more-real", "--out", str(out)]  # fmt: skip
+    printed = run_logged(command, workdir, env)
+    assert "hybrid:trained" in printed
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["source"]["observations"] is True
+    assert np.isfinite(summary["ensembles"]["hybrid:trained"]["crps_ratio"])
+
+    bare = workdir / "no-obs"
+    shutil.copytree(workdir / "synthetic-eda", bare, ignore=shutil.ignore_patterns("obs_*"))
+    command[command.index("synthetic-eda")] = str(bare)
+    failed = run_command(command, workdir, env, check=False)
+    assert failed.returncode == 2
+    assert "trained with observations" in failed.stderr and "truth/obs_2023010200.npz" in failed.stderr
