@@ -134,3 +134,57 @@ def test_a_test_folder_without_observations_is_refused_naming_the_fix(tiny_eda, 
         read_cases(folder, observations=True)
     assert next(read_cases(folder)[0]).observations is None  # without observations: unchanged
     assert next(read_cases(tiny_eda, observations=True)[0]).date == datetime(2023, 1, 1)
+
+
+class _ObservingGenerator:
+    """A generator in memory trained with observations of all but ``q_1`` (the runner's attributes); records them."""
+
+    observation_variables = ["t_obs_1", "t_obs_2", None, "q_obs_2", "lnsp_obs_1"]
+
+    def __init__(self):
+        self.seen = []
+
+    def generate(self, starts, guides, n, generator, *, guide_backgrounds, observations=None, **_):
+        self.seen.append(None if observations is None else observations.numpy().astype(np.float64))
+        return starts[:n]
+
+
+def test_the_inference_runner_reads_observations_from_grib(tiny_eda, tmp_path):
+    from anemoi.inference.config.run import RunConfiguration
+
+    from hybrid_eda.inference.member_checkpoint import MemberCheckpoint
+    from hybrid_eda.inference.member_runner import MemberInferenceRunner
+    from hybrid_eda.inference.variance_checkpoint import FieldId
+    from hybrid_eda.synthetic.grids import make_grid
+
+    fields = (FieldId("t_1", "t", 130, 1), FieldId("t_2", "t", 130, 2), FieldId("q_1", "q", 133, 1),
+              FieldId("q_2", "q", 133, 2), FieldId("lnsp_1", "lnsp", 152, 1))  # fmt: skip
+    grib = tiny_eda / "grib"
+    inputs = {"backgrounds": {"grib": str(grib / "bg_{date:strftime(%Y%m%d%H)}.grib")},
+              "analyses": {"grib": {"path": str(grib / "an_{date:strftime(%Y%m%d%H)}.grib"), "number": [1, 2]}},
+              "observations": {"grib": {"path": str(grib / "obs_{date:strftime(%Y%m%d%H)}.grib")}}}  # fmt: skip
+
+    def run(inputs, uses_observations=True):
+        generator = _ObservingGenerator()
+        checkpoint = MemberCheckpoint(path=None, generator=generator, fields=fields, grid=make_grid("O16"),
+                                      uses_observations=uses_observations)  # fmt: skip
+        config = RunConfiguration(checkpoint="unused.ckpt", date=datetime(2023, 1, 1, 6), input=inputs,
+                                  output={"grib": str(tmp_path / "members.grib")})  # fmt: skip
+        MemberInferenceRunner(config, checkpoint=checkpoint).execute()
+        return generator.seen
+
+    (given,) = run(inputs)
+    obs = _npz(tiny_eda, "2023010106")
+    names = [str(n) for n in obs["variables"]]
+    for f, field in enumerate(fields):
+        column = given[:, f]
+        if field.name == "q_1":  # not observed by this generator
+            assert np.isnan(column).all()
+            continue
+        reference = obs["values"][names.index(field.name)]
+        assert np.abs(column[obs["obs_index"]] - reference).max() <= packing_tolerance(reference, 16) * 1.001
+        assert np.isnan(np.delete(column, obs["obs_index"])).all()
+    assert run({k: v for k, v in inputs.items() if k != "observations"}) == [None]  # none given: unobserved
+    assert run(inputs, uses_observations=False) == [None]  # a generator trained without them: ignored
+    with pytest.raises(ValueError, match="observations: reads GRIB only"):
+        run({**inputs, "observations": {"dataset": {"dataset": "x.zarr"}}})

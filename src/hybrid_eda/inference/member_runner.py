@@ -19,6 +19,12 @@ Why its own runner: like the variance emulator's (:mod:`.variance_runner`), the 
 to another at the same date, which anemoi-inference's forecasters (lead times, rollout) do not. This runner keeps
 anemoi-inference's command, config file and registry (entry point ``anemoi.inference.runners``) and reads
 ``input: {backgrounds: ..., analyses: ...}`` and ``output: {grib: ...}`` itself. ``lead_time`` is ignored.
+
+A generator trained with observations (``model.model.observations``) also takes ``input: observations: {grib:
+{path: obs_{date:strftime(%Y%m%d%H)}.grib}}``: the date's observations on the grid, one message per field (any
+member number: they are the same for every member), missing (bitmap) where unobserved, as the synthetic EDA writes
+them (:mod:`hybrid_eda.synthetic.observation_grib`). Without it such a generator runs as if nothing were observed
+(with a warning).
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ LOGGER = logging.getLogger(__name__)
 
 _SOURCES = ("grib", "dataset")
 _ROLES = ("backgrounds", "analyses")
+_OPTIONAL_ROLES = ("observations",)
 #: Smallest N_s: the generator pools the guides' spread and mean increment.
 MIN_GUIDES = 2
 
@@ -108,13 +115,16 @@ class MemberInferenceRunner(Runner):
         self.steps = None if steps is None else int(steps)
         self.include_real = bool(include_real)
         block = config.input if isinstance(config.input, dict) else {}
-        if set(block) != set(_ROLES):
+        if not set(_ROLES) <= set(block) <= set(_ROLES) | set(_OPTIONAL_ROLES):
             raise ValueError(
                 "the member-generator runner needs input: {backgrounds: ..., analyses: ...} (all N background "
                 "members and the N_s real analyses, GRIB or dataset), e.g. input: {backgrounds: {grib: bg.grib}, "
-                f"analyses: {{grib: {{path: an.grib, number: [1, 2, 3]}}}}}}; got {config.input!r}"
+                f"analyses: {{grib: {{path: an.grib, number: [1, 2, 3]}}}}}} (and optionally observations: {{grib: "
+                f"obs.grib}}); got {config.input!r}"
             )
-        self.inputs = {role: _source(block[role], role) for role in _ROLES}
+        self.inputs = {role: _source(block[role], role) for role in _ROLES + _OPTIONAL_ROLES if role in block}
+        if "observations" in self.inputs and self.inputs["observations"][0] != "grib":
+            raise ValueError("input: observations: reads GRIB only, e.g. observations: {grib: {path: obs.grib}}")
         output = config.output
         if not (isinstance(output, dict) and set(output) == {"grib"}):
             raise ValueError(f"the member-generator runner needs an output: grib, e.g. output: {{grib: members.grib}}; "
@@ -170,9 +180,30 @@ class MemberInferenceRunner(Runner):
             )
         return [(backgrounds[d], analyses[d]) for d in sorted(backgrounds)]
 
+    def read_observations(self, date: datetime) -> np.ndarray | None:
+        """The observations of ``date`` on the grid, ``[G, F]`` in the checkpoint's field order, NaN where unobserved
+        (and for the fields the generator was not trained to observe); None without ``input: observations``."""
+        if "observations" not in self.inputs:
+            return None
+        from hybrid_eda.inference.member_observations import grib_observations
+
+        options = self.inputs["observations"][1]
+        path = options if isinstance(options, str) else options.get("path")
+        if not path:
+            raise ValueError("input: observations: grib: needs a path, e.g. {grib: {path: obs.grib}}")
+        ck = self.member
+        values = grib_observations(expand_path(str(path), date), ck.fields, ck.grid, date)
+        wanted = getattr(ck.generator, "observation_variables", None)
+        if wanted is not None:
+            values[:, [name is None for name in wanted]] = np.nan
+        return values
+
     # ---------------------------------------------------------------------------------------------------- model
-    def emulate(self, backgrounds: MemberFields, analyses: MemberFields) -> EmulatedMembers:
-        """The generated members of one date (see the module docstring for starts and numbers)."""
+    def emulate(
+        self, backgrounds: MemberFields, analyses: MemberFields, observations: np.ndarray | None = None
+    ) -> EmulatedMembers:
+        """The generated members of one date (see the module docstring for starts and numbers); ``observations
+        [G, F]`` (NaN where unobserved) go to a generator trained with them."""
         import torch
 
         real = tuple(analyses.numbers)
@@ -192,12 +223,17 @@ class MemberInferenceRunner(Runner):
         n = len(starts) if self.members is None else self.members - len(real)
         if n < 1:
             raise ValueError(f"members: {self.members} is not more than the {len(real)} real analyses")
-        if self.member.uses_observations:
-            LOGGER.warning("the generator was trained with observations; this runner passes none (flagged unobserved)")
         device = self.device
         as_tensor = lambda x: torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(device)  # noqa: E731
         generator = torch.Generator().manual_seed(date_seed(self.seed, analyses.date))
         extra = {} if self.steps is None else {"steps": self.steps}
+        if self.member.uses_observations and observations is None:
+            LOGGER.warning("the generator was trained with observations and none are given (input: observations): "
+                           "it runs as if nothing were observed")  # fmt: skip
+        elif self.member.uses_observations:
+            extra["observations"] = as_tensor(observations)  # [G, F]
+        elif observations is not None:
+            LOGGER.warning("input: observations is ignored: the generator was trained without observations")
         with torch.no_grad():
             out = self.member.generator.generate(
                 as_tensor(backgrounds.values[[index[s] for s in starts]]),  # [k, G, F]
@@ -235,7 +271,7 @@ class MemberInferenceRunner(Runner):
         results, written = [], 0
         with PartFiles() as files:
             for backgrounds, analyses in inputs:
-                emulated = self.emulate(backgrounds, analyses)
+                emulated = self.emulate(backgrounds, analyses, self.read_observations(analyses.date))
                 results.append(emulated)
                 total = len(emulated.real_numbers) + len(emulated.numbers)
                 rows = [(n, emulated.values[j]) for j, n in enumerate(emulated.numbers)]
