@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.nn import functional
 
-from hybrid_eda.layers.blocks import layer_norm
+from hybrid_eda.layers.blocks import layer_norm, layer_norm_channels_first
 
 
 def contiguous_group_size(group: torch.Tensor, n_groups: int) -> int | None:
@@ -97,3 +97,20 @@ class MemberMixing(nn.Module):
         pooled = functional.linear(group_means(h, group, n_groups, dim=1), weight[self.width :], bias[self.width :])
         pre = add_group_values(own, pooled, group, dim=1)
         return h + layer_norm(self.norm, self.out(functional.gelu(pre)))
+
+    def forward_channels_first(self, h: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward` without autograd on channels-first tokens ``h[latent, groups, members, grid]``.
+
+        Each group is the ``members`` axis (consecutive equal-sized groups of :meth:`forward`), the tokens' long axis
+        is last: every product is a ``[width, latent] @ [latent, tokens]`` matrix product (see
+        :meth:`~hybrid_eda.layers.blocks.GridMessagePassing.forward_channels_first`). Equal to :meth:`forward` of
+        the transposed tokens to round-off.
+        """
+        latent, n_groups, _, n_grid = h.shape
+        weight, bias = self.project.weight, self.project.bias
+        pre = torch.addmm(bias[: self.width, None], weight[: self.width], h.view(latent, -1))
+        means = h.mean(dim=2).view(latent, -1)  # [latent, groups * grid]
+        pooled = torch.addmm(bias[self.width :, None], weight[self.width :], means)
+        pre.view(self.width, n_groups, -1, n_grid).add_(pooled.view(self.width, n_groups, 1, n_grid))
+        out = torch.addmm(self.out.bias[:, None], self.out.weight, functional.gelu(pre))
+        return h + layer_norm_channels_first(self.norm, out).view(h.shape)
