@@ -6,10 +6,14 @@ from __future__ import annotations
 
 import re
 
-import numpy as np
 import pytest
 
-from member_generator_checkpoints import member_generator_model, tiny_recipe_store, train_shipped_config
+from member_generator_checkpoints import (
+    assert_seeded_hybrid_cycle,
+    member_generator_model,
+    tiny_recipe_store,
+    train_shipped_config,
+)
 
 #: 30 windows after a 100-window spin-up of the shipped recipe: 2000-04-10 .. 2000-05-09, one date per window.
 TINY_4DVAR_SPLITS = [
@@ -35,8 +39,6 @@ def test_config_states_its_parameter_count():
 
 @pytest.mark.slow
 def test_4dvar_config_trains_from_its_store_and_generates_in_the_4dvar_cycle(tmp_path):
-    from hybrid_eda.l96.config import ExperimentConfig
-    from hybrid_eda.l96.experiment import run_experiment
     from hybrid_eda.models import load_member_generator
 
     dates = {"start": "2000-04-10T00:00:00", "end": "2000-05-09T00:00:00", "frequency": "24h"}
@@ -50,26 +52,4 @@ def test_4dvar_config_trains_from_its_store_and_generates_in_the_4dvar_cycle(tmp
     assert (settings.latent, settings.rounds, settings.steps) == (8, 1, 1)
     assert not settings.particle_attention and not settings.ensemble_resolvent and settings.observation_features
 
-    def hybrid(seed: int):
-        config = ExperimentConfig.from_preset(
-            "pan2026",
-            method="4dvar",
-            members=20,
-            window=4,
-            b_mode="hybrid",
-            inflation=1.02,
-            cycles=6,
-            spinup=2,
-            batch=2,
-            seed=seed,
-            emulator=str(checkpoint),
-            n_real=10,
-        )
-        return run_experiment(config, mask_diverged=True).output
-
-    out, again, other = hybrid(5), hybrid(5), hybrid(6)
-    rmse = out.series["analysis_rmse"]  # [T, B]
-    assert out.analyses_per_cycle == 10 and out.emulation_seconds > 0  # 10 minimisations, 10 generated members
-    assert rmse.shape == (6, 2) and np.isfinite(rmse).all()
-    np.testing.assert_array_equal(rmse, again.series["analysis_rmse"])  # seeded
-    assert not np.array_equal(rmse, other.series["analysis_rmse"])
+    assert_seeded_hybrid_cycle(checkpoint, method="4dvar", members=20, window=4, b_mode="hybrid", inflation=1.02)

@@ -13,6 +13,7 @@ import torch
 from member_generator_checkpoints import (
     TINY_L96_DATES,
     TINY_L96_SPLITS,
+    assert_seeded_hybrid_cycle,
     member_generator_model,
     tiny_recipe_store,
     train_shipped_config,
@@ -34,8 +35,6 @@ def test_config_states_its_parameter_count():
 def test_enkf_config_trains_with_the_noise_and_generates_without_it(tmp_path):
     from anemoi.datasets import open_dataset
 
-    from hybrid_eda.l96.config import ExperimentConfig
-    from hybrid_eda.l96.experiment import run_experiment
     from hybrid_eda.models import load_member_generator
 
     env = tiny_recipe_store(
@@ -69,24 +68,4 @@ def test_enkf_config_trains_with_the_noise_and_generates_without_it(tmp_path):
             p.zero_()
     np.testing.assert_array_equal(generated, members())
 
-    def hybrid(seed: int):
-        config = ExperimentConfig.from_preset(
-            "pan2026",
-            method="enkf",
-            members=20,
-            inflation=1.2,
-            cycles=6,
-            spinup=2,
-            batch=2,
-            seed=seed,
-            emulator=str(checkpoint),
-            n_real=10,
-        )
-        return run_experiment(config, mask_diverged=True).output
-
-    out, again, other = hybrid(5), hybrid(5), hybrid(6)
-    rmse = out.series["analysis_rmse"]  # [T, B]
-    assert out.analyses_per_cycle == 10 and out.emulation_seconds > 0
-    assert rmse.shape == (6, 2) and np.isfinite(rmse).all()
-    np.testing.assert_array_equal(rmse, again.series["analysis_rmse"])  # seeded
-    assert not np.array_equal(rmse, other.series["analysis_rmse"])
+    assert_seeded_hybrid_cycle(checkpoint, method="enkf", members=20, inflation=1.2)

@@ -12,10 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
-from isolated_run import isolated_environment, run_command, run_logged
-from member_generator_checkpoints import SYNTHETIC_SPLITS, train_shipped_config
+from isolated_run import run_command, run_logged
+from member_generator_checkpoints import SYNTHETIC_SPLITS, tiny_synthetic_store, train_shipped_config
 
 BIN = Path(sys.executable).parent
 FIELDS = ["d", "lnsp", "o3", "q", "t", "vo"]
@@ -24,17 +23,8 @@ FIELDS = ["d", "lnsp", "o3", "q", "t", "vo"]
 @pytest.fixture(scope="module")
 def tiny_obs_store(tmp_path_factory):
     """The tiny synthetic EDA (its writer also writes grib/obs_*.grib) and its generator store with observations."""
-    from hybrid_eda.resources import recipes_dir
-
     workdir = tmp_path_factory.mktemp("member_generator_synthetic_obs")
-    env = isolated_environment(workdir)
-    synthetic = ["synthetic", "--grid", "O32", "--levels", "2", "--members", "10", "--start", "2023-01-01T00",
-                 "--end", "2023-01-02T06", "--seed", "1", "--out", "synthetic-eda"]  # fmt: skip
-    run_logged([str(BIN / "hybrid-eda"), *synthetic], workdir, env)
-    recipe = yaml.safe_load((recipes_dir() / "synthetic-eda-generator-obs.yaml").read_text())
-    recipe["dates"]["end"] = "2023-01-02T06:00:00"
-    (workdir / "tiny.yaml").write_text(yaml.safe_dump(recipe))
-    run_logged([str(BIN / "anemoi-datasets"), "create", "tiny.yaml", "eda-generator-obs.zarr"], workdir, env)
+    env = tiny_synthetic_store(workdir, "synthetic-eda-generator-obs.yaml", "eda-generator-obs.zarr", members=10)
     return {"workdir": workdir, "env": env}
 
 

@@ -10,9 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
 
-from isolated_run import isolated_environment, run_logged
+from isolated_run import run_logged
 from member_generator_checkpoints import (
     N_GRID,
     N_MEMBERS,
@@ -21,6 +20,7 @@ from member_generator_checkpoints import (
     TINY_L96_DATES,
     TINY_L96_SPLITS,
     tiny_recipe_store,
+    tiny_synthetic_store,
     train_shipped_config,
 )
 from member_generator_checkpoints import compose_config as _compose
@@ -301,34 +301,8 @@ N128_ON_THE_TINY_STORE = [
 def tiny_global_store(tmp_path_factory):
     """O32 x 2 levels x 6 variables, 10 members, 6 dates of the synthetic EDA and its generator store (~25 s; 10:
     member_generator_synthetic reads 10 members per sample)."""
-    from hybrid_eda.resources import recipes_dir
-
     workdir = tmp_path_factory.mktemp("member_generator_global")
-    env = isolated_environment(workdir)
-    bin_dir = Path(sys.executable).parent
-    synthetic = [
-        str(bin_dir / "hybrid-eda"),
-        "synthetic",
-        "--grid",
-        "O32",
-        "--levels",
-        "2",
-        "--members",
-        "10",
-        "--start",
-        "2023-01-01T00",
-        "--end",
-        "2023-01-02T06",
-        "--seed",
-        "1",
-        "--out",
-        "synthetic-eda",
-    ]
-    run_logged(synthetic, workdir, env)
-    recipe = yaml.safe_load((recipes_dir() / "synthetic-eda-generator.yaml").read_text())
-    recipe["dates"]["end"] = "2023-01-02T06:00:00"
-    (workdir / "tiny.yaml").write_text(yaml.safe_dump(recipe))
-    run_logged([str(bin_dir / "anemoi-datasets"), "create", "tiny.yaml", "eda-generator.zarr"], workdir, env)
+    env = tiny_synthetic_store(workdir, "synthetic-eda-generator.yaml", "eda-generator.zarr", members=10)
     return {"workdir": workdir, "env": env}
 
 

@@ -25,6 +25,7 @@ from hybrid_eda.inference.variance_checkpoint import FieldId
 from hybrid_eda.resources import inference_configs_dir
 from hybrid_eda.synthetic.gribio import BACKGROUND, GribEncoder, packing_tolerance
 from hybrid_eda.synthetic.grids import make_grid
+from member_generator_checkpoints import SYNTHETIC_SPLITS
 
 CONFIG = inference_configs_dir() / "member_generator.yaml"
 DATE = datetime(2023, 1, 1, 6)
@@ -242,13 +243,7 @@ def test_config_errors_name_the_fix(eda, tmp_path):
 # ------------------------------------------------------------------------------------------------ trained checkpoint
 #: The tiny global store's date splits (2-step training, as tests/test_member_generator_training.py).
 SPLITS = [
-    "training.max_steps=2",
-    "dataloader.limit_batches.validation=1",
-    "dataloader.batch_size.training=1",
-    "dataloader.training.datasets.eda.end=2023-01-01T06:00:00",
-    "dataloader.validation.datasets.eda.start=2023-01-01T12:00:00",
-    "dataloader.validation.datasets.eda.end=2023-01-01T18:00:00",
-    "dataloader.test.datasets.eda.start=2023-01-02T00:00:00",
+    *SYNTHETIC_SPLITS,
     # the tiny EDA has 6 members; the shipped config reads 10 per sample (6-8 guides)
     "dataloader.members_per_sample=6",
     "model.model.guides=[2,4]",
@@ -261,21 +256,12 @@ def trained(tmp_path_factory):
     """member_generator_synthetic trained 2 steps on O32 x 2 levels, 6 members, 6 dates (as a user would run it)."""
     import sys
 
-    import yaml
-
-    from hybrid_eda.resources import recipes_dir
-    from isolated_run import isolated_environment, run_command
+    from isolated_run import run_command
+    from member_generator_checkpoints import tiny_synthetic_store
 
     work = tmp_path_factory.mktemp("member_trained")
-    env = isolated_environment(work)
+    env = tiny_synthetic_store(work, "synthetic-eda-generator.yaml", "eda-generator.zarr", members=6)
     bin_dir = Path(sys.executable).parent
-    run_command([str(bin_dir / "hybrid-eda"), "synthetic", "--grid", "O32", "--levels", "2", "--members", "6",
-                 "--start", "2023-01-01T00", "--end", "2023-01-02T06", "--seed", "1", "--out", "synthetic-eda"],
-                work, env)  # fmt: skip
-    recipe = yaml.safe_load((recipes_dir() / "synthetic-eda-generator.yaml").read_text())
-    recipe["dates"]["end"] = "2023-01-02T06:00:00"
-    (work / "tiny.yaml").write_text(yaml.safe_dump(recipe))
-    run_command([str(bin_dir / "anemoi-datasets"), "create", "tiny.yaml", "eda-generator.zarr"], work, env)
     run_command([str(bin_dir / "anemoi-training"), "train", "--config-name=member_generator_synthetic", *SPLITS],
                 work, env)  # fmt: skip
     (checkpoint,) = (work / "output" / "member_generator_synthetic" / "checkpoint").glob("*/inference-last.ckpt")
