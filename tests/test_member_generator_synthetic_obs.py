@@ -74,3 +74,36 @@ def test_obs_recipe_config_and_evaluation_end_to_end(tiny_obs_store):
     failed = run_command(command, workdir, env, check=False)
     assert failed.returncode == 2
     assert "trained with observations" in failed.stderr and "truth/obs_2023010200.npz" in failed.stderr
+
+
+@pytest.mark.slow
+def test_kalman_config_trains_evaluates_and_gets_an_inference_config_with_observations(tiny_obs_store):
+    """``member_generator_synthetic_kalman`` (the flow started from the localised Kalman update) trains 2 steps on
+    the tiny store (all 10 members per sample), its checkpoint scores a hybrid from the test EDA's observations, and
+    ``hybrid-eda inference-config`` adds the observations GRIB to the runner's inputs."""
+    from hybrid_eda.inference.config import inference_config
+    from hybrid_eda.models import load_member_generator
+
+    workdir, env = tiny_obs_store["workdir"], tiny_obs_store["env"]
+    overrides = [*SYNTHETIC_SPLITS, "dataloader.members_per_sample=10", "model.model.guides=[6,8]",
+                 "model.model.validation_guides=7"]  # fmt: skip
+    log, checkpoint = train_shipped_config(workdir, env, "member_generator_synthetic_kalman", overrides)
+    assert "member generator: 11 variables, 5248 grid points, 47232 edges, guides (6, 8) (validation 7)" in log
+    runner = load_member_generator(checkpoint)
+    assert runner.uses_observations and runner.model.core.settings.local_kalman
+
+    out = workdir / "eval-kalman"
+    command = [str(BIN / "hybrid-eda"), "evaluate", "members", str(checkpoint), "--test", "synthetic-eda", "--real",
+               "3", "--dates", "4", "5", "--out", str(out)]  # fmt: skip
+    run_logged(command, workdir, env)
+    row = json.loads((out / "summary.json").read_text())["ensembles"]["hybrid:trained"]
+    assert np.isfinite(row["crps_ratio"]) and row["std_mse_reduction"] > 0.0  # the update brings the std closer
+
+    config = inference_config(checkpoint, dataset=workdir / "synthetic-eda", date="2023-01-02T00")
+    assert config["input"]["observations"]["grib"]["path"] == str(
+        (workdir / "synthetic-eda" / "grib" / "obs_{date:strftime(%Y%m%d%H)}.grib").resolve()
+    )
+    bare = workdir / "no-obs-grib"
+    shutil.copytree(workdir / "synthetic-eda", bare, ignore=shutil.ignore_patterns("obs_*.grib"))
+    with pytest.raises(ValueError, match="hybrid-eda synthetic-obs-grib"):
+        inference_config(checkpoint, dataset=bare, date="2023-01-02T00")

@@ -33,6 +33,10 @@ TRAINED_BY = {
         "test_member_generator_synthetic_obs",
         "test_obs_recipe_config_and_evaluation_end_to_end",
     ),  # 2 steps
+    "member_generator_synthetic_kalman": (
+        "test_member_generator_synthetic_obs",
+        "test_kalman_config_trains_evaluates_and_gets_an_inference_config_with_observations",
+    ),  # 2 steps
     "variance_emulator_synthetic": (
         "test_variance_training",
         "test_synthetic_config_trains_and_its_checkpoint_emulates_any_m",  # 2 steps

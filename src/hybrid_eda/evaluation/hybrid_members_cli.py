@@ -4,12 +4,15 @@
     hybrid-eda evaluate members --test test-eda --real 14 --out eval        # untrained flow + Gaussian resampling
     hybrid-eda evaluate members CKPT --test test-eda --real 14 --out eval   # + the trained member generator
     hybrid-eda evaluate members CKPT --test train-eda --dates 44 45 --spread 0.9 t=0.9,q=0.85 --baselines  # tuning
+    hybrid-eda evaluate members --test test-eda --real 14 --local-enkf 1000,1500 --out eval  # + localised EnKF rows
 
 Writes ``summary.json`` (:meth:`~hybrid_eda.evaluation.hybrid_members.HybridEvaluation.summary`), ``maps.png`` (the
 std of the N_s real members, of each hybrid and of the full EDA, one field on the first date) and prints the table:
 fair CRPS and spread/skill as ratios to the full EDA's (field means), the normalised MSE of the ensemble std
 against the full EDA's std, and how much of the N_s-member std's MSE the hybrid removes; then the same ratios and
-cut per variable, its levels together (``by_variable`` of each ensemble in the summary).
+cut per variable, its levels together (``by_variable`` of each ensemble in the summary). ``--local-enkf`` adds one
+row per half-width of the localised EnKF baseline (:mod:`hybrid_eda.evaluation.local_enkf`; it reads the test
+folder's observations).
 """
 
 from __future__ import annotations
@@ -56,6 +59,10 @@ def add_parser(what: argparse._SubParsersAction) -> None:
                         help="also score CHECKPOINT's members with their anomalies rescaled, one row per SPEC: A "
                         "(every variable) or VAR=A pairs, e.g. 0.9 t=0.9,q=0.85 (same draws; tune on other dates "
                         "than the test's; hybrid_eda.evaluation.hybrid_spread)")  # fmt: skip
+    parser.add_argument("--local-enkf", default=None, metavar="KM[,KM...]",
+                        help="also score the localised EnKF of all backgrounds and the observations (knows the form "
+                        "of the analysis: a baseline, not a generator), one row per Gaspari-Cohn half-width in km, "
+                        "e.g. 1000,1500 (needs the test folder's truth/obs_*.npz)")  # fmt: skip
     parser.add_argument("--field", default=None, help="field of the maps, e.g. t_3 (default: t at a middle level)")
     parser.add_argument("--out", type=output_dir, default=Path("members-evaluation"),
                         help="output folder (default members-evaluation)")  # fmt: skip
@@ -110,25 +117,27 @@ def write_std_maps(evaluation, path: Path, field: str, names: list[str], longitu
 def table(summary: dict) -> str:
     """The summary as a text table (one row per ensemble)."""
     columns = ("fCRPS/full", "eCRPS/full", "ss/full", "reliab.", "std nMSE", "std MSE cut")
-    rows = [f"{'ensemble':<20} " + " ".join(f"{c:>11}" for c in columns)]
+    width = max(20, *map(len, summary["ensembles"]))
+    rows = [f"{'ensemble':<{width}} " + " ".join(f"{c:>11}" for c in columns)]
     for name, row in summary["ensembles"].items():
         cut = "" if name == "full" else f"{row['std_mse_reduction']:.1%}"
         values = [row[k] for k in ("crps_ratio", "crps_ens_ratio", "spread_skill_ratio", "reliability", "std_nmse")]
-        rows.append(f"{name:<20} " + " ".join(f"{v:>11.4f}" for v in values) + f" {cut:>11}")
+        rows.append(f"{name:<{width}} " + " ".join(f"{v:>11.4f}" for v in values) + f" {cut:>11}")
     return "\n".join(rows)
 
 
 def variable_table(summary: dict) -> str:
     """Per variable (levels together), per ensemble but the full EDA: the ratios to the full EDA and the std MSE cut."""
     columns = ("fCRPS/full", "eCRPS/full", "ss/full", "std MSE cut")
-    rows = [f"{'variable':<10} {'ensemble':<20} " + " ".join(f"{c:>11}" for c in columns)]
     ensembles = {name: row for name, row in summary["ensembles"].items() if name != "full"}
+    width = max(20, *map(len, ensembles))
+    rows = [f"{'variable':<10} {'ensemble':<{width}} " + " ".join(f"{c:>11}" for c in columns)]
     for variable in next(iter(ensembles.values()))["by_variable"]:
         for name, row in ensembles.items():
             v = row["by_variable"][variable]
             cut = "" if name == "real" else f"{v['std_mse_reduction']:.1%}"
             values = [v[k] for k in ("crps_ratio", "crps_ens_ratio", "spread_skill_ratio")]
-            rows.append(f"{variable:<10} {name:<20} " + " ".join(f"{x:>11.4f}" for x in values) + f" {cut:>11}")
+            rows.append(f"{variable:<10} {name:<{width}} " + " ".join(f"{x:>11.4f}" for x in values) + f" {cut:>11}")
     return "\n".join(rows)
 
 
@@ -141,31 +150,44 @@ def run_members(args: argparse.Namespace) -> int:
         ModelSource,
         MoreRealMembers,
         evaluate_hybrid,
+        observation_file,
         read_cases,
     )
     from hybrid_eda.evaluation.hybrid_members import untrained_flow as make_untrained
     from hybrid_eda.evaluation.hybrid_spread import RescaledSpread, parse_spread
+    from hybrid_eda.evaluation.local_enkf import LocalEnKFSource, parse_radii
 
     started = time.perf_counter()
     if args.real < 2:
         raise UserInputError(f"--real {args.real}: the generators need N_s >= 2 real analyses (e.g. --real 14)")
     if args.steps is not None and args.steps < 1:
         raise UserInputError(f"--steps must be >= 1, got {args.steps}")
-    if args.checkpoint is None and not args.baselines:
-        raise UserInputError("nothing to evaluate: give CHECKPOINT or keep --baselines")
+    radii = [] if args.local_enkf is None else parse_radii(args.local_enkf)
+    if args.checkpoint is None and not args.baselines and not radii:
+        raise UserInputError("nothing to evaluate: give CHECKPOINT, keep --baselines or add --local-enkf KM")
     if args.spread and args.checkpoint is None:
         raise UserInputError("--spread rescales the members of CHECKPOINT; give a checkpoint")
     rescaled = [parse_spread(spec) for spec in args.spread]
     _, info = read_cases(args.test, args.dates)
     if not 2 <= args.real < info["members"]:
         raise UserInputError(f"--real {args.real} of the {info['members']} members of {args.test}: need 2 <= N_s < N")
+    if radii:
+        dates = info["dates"] if args.dates is None else [info["dates"][i] for i in args.dates]
+        absent = [f for f in (observation_file(args.test, d) for d in dates) if not f.is_file()]
+        if absent:
+            raise UserInputError(
+                f"--local-enkf updates the backgrounds with each date's observations but {args.test} has no "
+                f"observation file {absent[0]} ({len(absent)} of {len(dates)} dates): give a synthetic EDA folder "
+                "written by `hybrid-eda synthetic` (it writes truth/obs_*.npz)"
+            )
     extra = info["members"] - args.real if "more-real" in args.baselines else 0
     sources = []
     if args.checkpoint is not None:
         sources.append(ModelSource(_load_generator(args.checkpoint), "trained", "from the member generator",
                                    steps=args.steps))  # fmt: skip
         sources.extend(RescaledSpread(sources[0], factors) for factors in rescaled)
-    observations = bool(sources) and sources[0].uses_observations  # read the test EDA's observations if it wants them
+    # read the test EDA's observations if the generator or the local EnKF wants them
+    observations = (bool(sources) and sources[0].uses_observations) or bool(radii)
     cases, _ = read_cases(args.test, args.dates, extra_members=extra, observations=observations)
     cases = iter(cases)
     first = next(cases)
@@ -176,6 +198,7 @@ def run_members(args: argparse.Namespace) -> int:
         sources.append(EmulatorSource("gaussian", "from Gaussian resampling (pointwise)"))
     if "more-real" in args.baselines:
         sources.append(MoreRealMembers())
+    sources.extend(LocalEnKFSource.from_grid(info["grid"], km) for km in radii)
 
     def all_cases():
         yield first
@@ -190,10 +213,13 @@ def run_members(args: argparse.Namespace) -> int:
                          "checkpoint": None if args.checkpoint is None else str(args.checkpoint),
                          "observations": observations,
                          "noise_seed": args.seed, "steps": args.steps, "spread": args.spread,
+                         "local_enkf_km": radii,
                          "dates": args.dates}  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
     spread_rows = [s for s in sources if isinstance(s, RescaledSpread)]
-    mapped = [s for s in sources if not isinstance(s, RescaledSpread)] + spread_rows[:1]  # of those the first only
+    enkf_rows = [s for s in sources if isinstance(s, LocalEnKFSource)]
+    mapped = [s for s in sources if not isinstance(s, RescaledSpread | LocalEnKFSource)]
+    mapped += spread_rows[:1] + enkf_rows[:1]  # of those the first only
     names = ["real", *(f"hybrid:{s.name}" for s in mapped), "full"]
     write_std_maps(evaluation, args.out / "maps.png", field, names, info["grid"].longitudes, info["grid"].latitudes)
     summary["maps"] = {"field": field, "date": evaluation.dates[0].isoformat(), "ensembles": names}

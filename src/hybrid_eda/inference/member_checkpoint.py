@@ -152,13 +152,26 @@ def _test_stores(metadata: dict[str, Any]) -> tuple[list[Path], str | None]:
     return stores, None if start is None else str(start)
 
 
+#: Where a synthetic EDA keeps each date's observations on the grid (hybrid_eda.synthetic.observation_grib).
+OBSERVATIONS_GRIB = "synthetic-eda/grib/obs_{date:strftime(%Y%m%d%H)}.grib"
+
+
+def _trained_with_observations(metadata: dict[str, Any]) -> bool:
+    """Whether the checkpoint's training config maps analysis variables to observations (model.model.observations)."""
+    try:
+        return bool(metadata["config"]["model"]["model"].get("observations"))
+    except (KeyError, TypeError, AttributeError):
+        return False
+
+
 def member_inference_config(
     config: dict[str, Any], metadata: dict[str, Any], dataset: Path | None, date: str | None
 ) -> dict[str, Any]:
     """The ``member_generator`` template filled in for a checkpoint: a test date and absolute GRIB paths.
 
     The GRIB files are looked for in ``dataset`` (``--dataset``: a synthetic EDA folder, holding ``grib/bg_*``
-    and ``grib/an_*``, or the folder above it) if given, else beside the stores the checkpoint was trained on.
+    and ``grib/an_*``, or the folder above it) if given, else beside the stores the checkpoint was trained on. A
+    generator trained with observations also gets ``input: observations`` (``grib/obs_*``, :data:`OBSERVATIONS_GRIB`).
     """
     import datetime as dt
 
@@ -173,13 +186,24 @@ def member_inference_config(
     if dataset is not None and not dataset.is_dir():
         raise ValueError(f"--dataset {dataset} is not a folder; give the synthetic EDA folder holding grib/bg_*.grib")
     inputs = {}
-    for role in ("backgrounds", "analyses"):
+    roles = ["backgrounds", "analyses"]
+    if _trained_with_observations(metadata):  # the synthetic EDA's observations on the grid, beside its members
+        config["input"].setdefault("observations", {"grib": {"path": OBSERVATIONS_GRIB}})
+        roles.append("observations")
+    for role in roles:
         grib = dict(config["input"][role]["grib"])
         pattern = Path(grib["path"])
         candidates = [f / p for f in folders for p in (pattern, Path(*pattern.parts[1:]))]
         found = [
             c for c in candidates if Path(str(c).replace("{date:strftime(%Y%m%d%H)}", f"{stamp:%Y%m%d%H}")).is_file()
         ]
+        if not found and role == "observations":
+            where = ", ".join(str(f) for f in folders) or "(no training store exists here)"
+            raise ValueError(
+                f"the generator was trained with observations but there is no {pattern} for {config['date']} in "
+                f"{where}; write them with `hybrid-eda synthetic-obs-grib FOLDER` (from its truth/obs_*.npz), or pass "
+                "--dataset FOLDER, a synthetic EDA folder that has them"
+            )
         if not found:
             where = ", ".join(str(f) for f in folders) or "(no training store exists here)"
             raise ValueError(

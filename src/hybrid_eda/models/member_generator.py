@@ -202,6 +202,7 @@ class MemberGenerator(nn.Module):
             variable_scale=torch.as_tensor(stats["stdev"][background_data]).float().clamp_min(1e-12),
             node_features=node_features,
             settings=settings,
+            positions=node_position_features(coordinates) if settings.local_kalman else None,
         )
         self.guides = guide_range(cfg.get("guides", 2))
         self.validation_guides = guide_range(cfg.get("validation_guides", self.guides[1]))[0]
