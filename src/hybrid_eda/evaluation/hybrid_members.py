@@ -60,6 +60,7 @@ __all__ = [
     "MemberSource",
     "ModelSource",
     "MoreRealMembers",
+    "absent_observation_files",
     "ensemble_scores",
     "evaluate_hybrid",
     "observation_file",
@@ -106,6 +107,11 @@ class HybridCase:
 def observation_file(path: str | Path, date: datetime) -> Path:
     """``path/truth/obs_{YYYYMMDDHH}.npz``: the observations of ``date`` in a synthetic EDA folder."""
     return Path(path) / "truth" / f"obs_{date.strftime('%Y%m%d%H')}.npz"
+
+
+def absent_observation_files(path: str | Path, dates: Sequence[datetime]) -> list[Path]:
+    """The :func:`observation_file` of each of ``dates`` that the folder ``path`` lacks."""
+    return [f for f in (observation_file(path, d) for d in dates) if not f.is_file()]
 
 
 def read_observations(path: str | Path, date: datetime, variables: Sequence[str], npoints: int) -> np.ndarray:
@@ -160,8 +166,7 @@ def read_cases(
     if not wanted or min(wanted) < 0 or max(wanted) >= len(config.dates):
         raise UserInputError(f"date indices {sorted(wanted)} are not among the {len(config.dates)} dates of {path}")
     if observations:
-        absent = [observation_file(path, config.dates[i]) for i in sorted(wanted)]
-        absent = [str(f) for f in absent if not f.is_file()]
+        absent = [str(f) for f in absent_observation_files(path, [config.dates[i] for i in sorted(wanted)])]
         if absent:
             raise UserInputError(
                 f"the generator was trained with observations but {path} has no observation file {absent[0]} "

@@ -149,8 +149,8 @@ def run_members(args: argparse.Namespace) -> int:
         EmulatorSource,
         ModelSource,
         MoreRealMembers,
+        absent_observation_files,
         evaluate_hybrid,
-        observation_file,
         read_cases,
     )
     from hybrid_eda.evaluation.hybrid_members import untrained_flow as make_untrained
@@ -173,7 +173,7 @@ def run_members(args: argparse.Namespace) -> int:
         raise UserInputError(f"--real {args.real} of the {info['members']} members of {args.test}: need 2 <= N_s < N")
     if radii:
         dates = info["dates"] if args.dates is None else [info["dates"][i] for i in args.dates]
-        absent = [f for f in (observation_file(args.test, d) for d in dates) if not f.is_file()]
+        absent = absent_observation_files(args.test, dates)
         if absent:
             raise UserInputError(
                 f"--local-enkf updates the backgrounds with each date's observations but {args.test} has no "

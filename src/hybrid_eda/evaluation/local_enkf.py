@@ -127,7 +127,7 @@ class LocalEnKFSource(MemberSource):
         """``starts [k, G, F]``, ``guides``/``guide_backgrounds [N_s, G, F]`` -> ``[k, G, F]`` updated starts."""
         import torch
 
-        from hybrid_eda.layers.local_kalman import EARTH_RADIUS_KM, desroziers_obs_std, localised_update
+        from hybrid_eda.layers.local_kalman import guided_update
 
         def tensor(a: np.ndarray) -> torch.Tensor:
             return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float64))[None]  # [1, ...]
@@ -137,11 +137,10 @@ class LocalEnKFSource(MemberSource):
         with torch.no_grad():
             x, guide_a, guide_b = tensor(starts), tensor(guides), tensor(guide_backgrounds)  # [1, k|N_s, G, F]
             observations = tensor(self._observations)  # [1, G, F], NaN unobserved
-            obs_std = desroziers_obs_std(guide_a, guide_b, observations, floor=self.floor)  # [1, F]
-            ensemble = torch.cat([guide_b, x], dim=1)  # [1, N, G, F]: all backgrounds of the date
             generator = torch.Generator().manual_seed(int(seed))
             perturbations = torch.randn(x.shape, generator=generator, dtype=torch.float64)  # [1, k, G, F]
-            out = localised_update(x, ensemble, observations, obs_std, self.positions,
-                                   self.radius_km / EARTH_RADIUS_KM, perturbations)  # fmt: skip
+            # the covariance of all N backgrounds of the date (the starts' and the guides')
+            out, obs_std = guided_update(x, x, guide_a, guide_b, observations, self.positions, self.radius_km,
+                                         perturbations, self.floor)  # fmt: skip
         self.last_obs_std = obs_std[0].numpy()
         return out[0].numpy()

@@ -29,7 +29,14 @@ import torch
 
 from hybrid_eda.errors import UserInputError
 
-__all__ = ["EARTH_RADIUS_KM", "desroziers_obs_std", "gaspari_cohn", "localised_update", "unit_vectors"]
+__all__ = [
+    "EARTH_RADIUS_KM",
+    "desroziers_obs_std",
+    "gaspari_cohn",
+    "guided_update",
+    "localised_update",
+    "unit_vectors",
+]
 
 #: Mean Earth radius (km), to turn a localisation half-width in km into radians.
 EARTH_RADIUS_KM = 6371.0
@@ -193,3 +200,25 @@ def desroziers_obs_std(
     count = observed.sum(dim=2).clamp_min(1) * guide_analyses.shape[1]  # [b, 1, var]
     variance = product.sum(dim=(1, 2)) / count[:, 0]  # [b, var]
     return torch.sqrt(variance.clamp_min(floor * floor))
+
+
+def guided_update(
+    members: torch.Tensor,
+    backgrounds: torch.Tensor,
+    guide_analyses: torch.Tensor,
+    guide_backgrounds: torch.Tensor,
+    observations: torch.Tensor,
+    positions: torch.Tensor,
+    radius_km: float,
+    perturbations: torch.Tensor | None = None,
+    floor: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`localised_update` of ``members [b, k, grid, var]`` as a hybrid cycle has it: the covariance of all
+    backgrounds (``backgrounds [b, K, ...]`` and ``guide_backgrounds [b, N_s, ...]``) and the observation-error std
+    of the N_s guides (:func:`desroziers_obs_std`, at least ``floor``); ``radius_km`` the Gaspari-Cohn half-width in
+    km. Returns the updated members ``[b, k, grid, var]`` and that std ``[b, var]``. Used by the member generator's
+    ``local_kalman`` start and the ``--local-enkf`` baseline."""
+    ensemble = torch.cat([backgrounds, guide_backgrounds], dim=1)  # [b, K + N_s, grid, var]
+    obs_std = desroziers_obs_std(guide_analyses, guide_backgrounds, observations, floor=floor)  # [b, var]
+    radius = float(radius_km) / EARTH_RADIUS_KM
+    return localised_update(members, ensemble, observations, obs_std, positions, radius, perturbations), obs_std

@@ -647,7 +647,7 @@ class MemberGeneratorCore(nn.Module):
         update (:func:`~hybrid_eda.layers.local_kalman.localised_update`): each member with its own observation
         perturbation (drawn after the Brownian increments, member by member), the guide backgrounds without one (the
         update's deterministic part, so the guides' order does not matter)."""
-        from hybrid_eda.layers.local_kalman import EARTH_RADIUS_KM, desroziers_obs_std, localised_update
+        from hybrid_eda.layers.local_kalman import guided_update
 
         if observations is None or guide_backgrounds is None:
             missing = "observations" if observations is None else "guide_backgrounds"
@@ -656,17 +656,15 @@ class MemberGeneratorCore(nn.Module):
                 "the cycle: pass observations [(b,) grid, var] (NaN unobserved) and the guides' own backgrounds"
             )
         n, k = x0.shape[1], starts.shape[1]
-        ensemble = torch.cat([starts, guide_backgrounds], dim=1)  # [b, k + N_s, grid, var]: all backgrounds
         floor = float(self.settings.spread_floor) * float(self.variable_scale.min())
-        obs_std = desroziers_obs_std(guides, guide_backgrounds, observations, floor=floor)  # [b, var]
         # the k backgrounds (replica 0: member j < k starts from background j), the other replicas' starts, the guides
         members = torch.cat([starts, x0[:, k:], guide_backgrounds], dim=1)
         noise = torch.zeros_like(members)  # the guides' rows stay zero: their update is deterministic (order-free)
         for j in range(max(n, k)):
             noise[:, j].normal_(generator=generator)
         with torch.no_grad():  # no parameters: only the data flow through it
-            radius = float(self.settings.kalman_radius_km) / EARTH_RADIUS_KM
-            updated = localised_update(members, ensemble, observations, obs_std, self.positions, radius, noise)
+            updated, _ = guided_update(members, starts, guides, guide_backgrounds, observations, self.positions,
+                                       self.settings.kalman_radius_km, noise, floor)  # fmt: skip
         starts_a = updated[:, :k]
         x0 = torch.cat([starts_a, updated[:, k : max(n, k)]], dim=1)[:, :n]
         return x0, starts_a, updated[:, max(n, k) :]
